@@ -1,0 +1,147 @@
+//! Typed settings from flags and environment variables. Every default runs on a fresh machine
+//! with no other service and is a limit a public deployment can live with.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ephemera",
+    version,
+    about = "Ephemeral, end-to-end encrypted room chat server"
+)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "EPHEMERA_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Directory of the embedded store and of the generated pepper file.
+    #[arg(long, env = "EPHEMERA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// MongoDB connection string; when set, room credentials live in MongoDB instead of the
+    /// embedded store.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+
+    /// MongoDB database name.
+    #[arg(long, env = "EPHEMERA_MONGODB_DB", default_value = "ephemera")]
+    pub mongodb_db: String,
+
+    /// Secret key of the room-ID HMAC. When unset, a random one is generated once and kept in
+    /// `DATA_DIR/pepper`; set it explicitly when the data directory is not private to the server.
+    #[arg(long, env = "EPHEMERA_PEPPER", hide_env_values = true)]
+    pub pepper: Option<String>,
+
+    /// Directory of the web client.
+    #[arg(long, env = "EPHEMERA_STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// The public URL behind a reverse proxy (e.g. https://chat.example.org); its origin is
+    /// accepted on WebSocket upgrades.
+    #[arg(long, env = "EPHEMERA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Extra origins allowed to open WebSockets, comma-separated.
+    #[arg(long, env = "EPHEMERA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Take the client address from the proxy's X-Forwarded-For/Forwarded header (rate limits).
+    #[arg(long, env = "EPHEMERA_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+
+    /// HTTP worker threads (0 = one per CPU).
+    #[arg(long, env = "EPHEMERA_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// argon2id memory cost in KiB (OWASP minimum: 19456).
+    #[arg(long, env = "EPHEMERA_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes (OWASP minimum: 2).
+    #[arg(long, env = "EPHEMERA_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes.
+    #[arg(long, env = "EPHEMERA_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// Most argon2 runs at once, on the blocking pool (0 = one per CPU).
+    #[arg(long, env = "EPHEMERA_HASH_THREADS", default_value_t = 0)]
+    pub hash_threads: usize,
+
+    /// Days a room lives after its last successful join.
+    #[arg(long, env = "EPHEMERA_ROOM_TTL_DAYS", default_value_t = 30)]
+    pub room_ttl_days: u32,
+
+    /// Largest text frame in bytes; a larger one closes the socket with 4413.
+    #[arg(long, env = "EPHEMERA_MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Most members in one room (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_MAX_MEMBERS", default_value_t = 1000)]
+    pub max_members: usize,
+
+    /// Frames one connection may send per 10 seconds (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_MESSAGES_PER_10S", default_value_t = 100)]
+    pub messages_per_10s: u32,
+
+    /// Bytes of text frames one connection may send per 10 seconds (0 = unlimited). The default
+    /// lets a file flow at about 1.2 MB/s of raw bytes.
+    #[arg(long, env = "EPHEMERA_BYTES_PER_10S", default_value_t = 16 * 1024 * 1024)]
+    pub bytes_per_10s: u64,
+
+    /// Failed joins (wrong key, unknown room) one IP may make per minute.
+    #[arg(long, env = "EPHEMERA_JOIN_FAILURES_PER_IP", default_value_t = 10)]
+    pub join_failures_per_ip: u32,
+
+    /// Failed joins into one room ID per minute, from all IPs together.
+    #[arg(long, env = "EPHEMERA_JOIN_FAILURES_PER_ROOM", default_value_t = 30)]
+    pub join_failures_per_room: u32,
+
+    /// Room creations one IP may make per hour.
+    #[arg(long, env = "EPHEMERA_CREATES_PER_IP", default_value_t = 30)]
+    pub creates_per_ip: u32,
+
+    /// Bytes queued for one member before it counts as too slow and is closed with 1013.
+    #[arg(long, env = "EPHEMERA_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Frames queued for one member before it counts as too slow and is closed with 1013.
+    #[arg(long, env = "EPHEMERA_OUTBOUND_QUEUE_FRAMES", default_value_t = 4096)]
+    pub outbound_queue_frames: usize,
+
+    /// Seconds a new socket has to send `join`.
+    #[arg(long, env = "EPHEMERA_JOIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub join_timeout_secs: u64,
+
+    /// Seconds between WebSocket pings.
+    #[arg(long, env = "EPHEMERA_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds of silence after which a socket is dropped.
+    #[arg(long, env = "EPHEMERA_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds to drain on SIGTERM or Ctrl-C.
+    #[arg(long, env = "EPHEMERA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// Defaults, as if no flag or variable were given: the base of tests and tools.
+    pub fn defaults() -> Self {
+        // unwrap: every argument has a default, so parsing an empty command line cannot fail.
+        #[allow(clippy::unwrap_used)]
+        Self::try_parse_from(["ephemera"]).unwrap()
+    }
+
+    pub fn room_ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.room_ttl_days) * 86_400)
+    }
+
+    pub fn cpus() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}

@@ -1,0 +1,175 @@
+use std::{path::Path, sync::Arc};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use time::OffsetDateTime;
+
+use super::store::{ListedRoom, RoomRecord, RoomStore, StoreError};
+
+/// ID hash → the record as JSON.
+const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+
+/// The default store: one redb file under the data directory, so the server runs with no other
+/// service and rooms survive a restart. redb is pure Rust, transactional and crash-safe.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(failed)?;
+        let db = Database::create(data_dir.join("rooms.redb")).map_err(failed)?;
+        let txn = db.begin_write().map_err(failed)?;
+        txn.open_table(ROOMS).map_err(failed)?;
+        txn.commit().map_err(failed)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// redb does file I/O and may fsync: run it on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || job(&db))
+            .await
+            .map_err(failed)?
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<RoomRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(failed)
+}
+
+fn live(record: RoomRecord) -> Option<RoomRecord> {
+    (record.expires_at > OffsetDateTime::now_utc()).then_some(record)
+}
+
+#[async_trait::async_trait]
+impl RoomStore for EmbeddedStore {
+    async fn insert(&self, room: &RoomRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(room).map_err(failed)?;
+        let key = room.id_hash.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut table = txn.open_table(ROOMS).map_err(failed)?;
+                let existing = table
+                    .get(key.as_str())
+                    .map_err(failed)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                if existing.and_then(live).is_some() {
+                    return Err(StoreError::Exists);
+                }
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(failed)?;
+            }
+            txn.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn get(&self, id_hash: &str) -> Result<Option<RoomRecord>, StoreError> {
+        let key = id_hash.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(ROOMS).map_err(failed)?;
+            let record = table
+                .get(key.as_str())
+                .map_err(failed)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            Ok(record.and_then(live))
+        })
+        .await
+    }
+
+    async fn delete(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let key = id_hash.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            let removed = {
+                let mut table = txn.open_table(ROOMS).map_err(failed)?;
+                let old = table.remove(key.as_str()).map_err(failed)?;
+                old.map(|v| decode(v.value())).transpose()?
+            };
+            txn.commit().map_err(failed)?;
+            Ok(removed.and_then(live).is_some())
+        })
+        .await
+    }
+
+    async fn extend(&self, id_hash: &str, expires_at: OffsetDateTime) -> Result<(), StoreError> {
+        let key = id_hash.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(failed)?;
+            {
+                let mut table = txn.open_table(ROOMS).map_err(failed)?;
+                let current = table
+                    .get(key.as_str())
+                    .map_err(failed)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?;
+                if let Some(mut record) = current.and_then(live) {
+                    record.expires_at = record.expires_at.max(expires_at);
+                    let bytes = serde_json::to_vec(&record).map_err(failed)?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(failed)?;
+                }
+            }
+            txn.commit().map_err(failed)
+        })
+        .await
+    }
+
+    async fn listed(&self) -> Result<Vec<ListedRoom>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(failed)?;
+            let table = txn.open_table(ROOMS).map_err(failed)?;
+            let mut rooms = Vec::new();
+            for entry in table.iter().map_err(failed)? {
+                let (_, value) = entry.map_err(failed)?;
+                if let Some(record) = live(decode(value.value())?) {
+                    if let (true, Some(room_id)) = (record.listed, record.room_id) {
+                        rooms.push(ListedRoom {
+                            room_id,
+                            title: record.title,
+                        });
+                    }
+                }
+            }
+            Ok(rooms)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| db.begin_read().map(drop).map_err(failed))
+            .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_write().map_err(failed)?;
+            let removed = {
+                let mut table = txn.open_table(ROOMS).map_err(failed)?;
+                let now = OffsetDateTime::now_utc();
+                let before = table.len().map_err(failed)?;
+                table
+                    .retain(|_, value| decode(value).map_or(true, |r| r.expires_at > now))
+                    .map_err(failed)?;
+                before - table.len().map_err(failed)?
+            };
+            txn.commit().map_err(failed)?;
+            Ok(removed)
+        })
+        .await
+    }
+}

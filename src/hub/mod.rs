@@ -1,0 +1,270 @@
+//! The live rooms: who is in them, fan-out, `seq` numbers and teardown. A room exists here only
+//! while it has members (or a join is entering it); an emptied or deleted room leaves no task and
+//! no memory behind.
+
+mod outbox;
+mod room;
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use dashmap::DashMap;
+
+pub use outbox::{OutboundBody, Outbox, PushError, QueueLimits};
+pub use room::{ConnId, MemberId, Relayed, Room, Verifiers, SEQ_MEMORY};
+
+use crate::{
+    bot::Bot,
+    credentials::RoomRecord,
+    domain::{MemberName, PublicKey, RoomId, SessionToken},
+    protocol::{close, ErrorCode, Limits, ServerFrame},
+    telemetry::Metrics,
+};
+use room::Member;
+
+/// What a socket asks for when it joins a room whose credentials it has already proven.
+pub struct Entry {
+    pub conn: ConnId,
+    pub name: MemberName,
+    pub admin: bool,
+    pub pubkey: Option<PublicKey>,
+    pub session: Option<SessionToken>,
+    pub outbox: Outbox,
+}
+
+/// Why the hub refused a proven join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The room left the hub while the join was being checked: look it up again.
+    Gone,
+    Code(ErrorCode),
+}
+
+pub struct Hub {
+    rooms: DashMap<RoomId, Arc<Room>>,
+    next_id: AtomicU64,
+    bot: Bot,
+    metrics: Metrics,
+    limits: Limits,
+}
+
+impl Hub {
+    pub fn new(bot: Bot, metrics: Metrics, limits: Limits) -> Self {
+        Self {
+            rooms: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            bot,
+            metrics,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn live(&self, id: &RoomId) -> Option<Arc<Room>> {
+        self.rooms.get(id).map(|r| r.clone())
+    }
+
+    /// The live room, or a new one for this record.
+    pub fn open(&self, id: &RoomId, record: RoomRecord) -> Arc<Room> {
+        self.rooms
+            .entry(id.clone())
+            .or_insert_with(|| {
+                self.metrics.rooms_live.inc();
+                Arc::new(Room::new(id.clone(), record))
+            })
+            .clone()
+    }
+
+    /// Live listed rooms with their member counts.
+    pub fn listed(&self) -> Vec<(Arc<Room>, usize)> {
+        self.snapshot()
+            .into_iter()
+            .filter(|r| r.record.listed)
+            .map(|r| {
+                let count = r.member_count();
+                (r, count)
+            })
+            .collect()
+    }
+
+    /// The live rooms, copied out so that no map lock is held while a room is locked (the
+    /// lock order is room, then map).
+    fn snapshot(&self) -> Vec<Arc<Room>> {
+        self.rooms.iter().map(|r| r.clone()).collect()
+    }
+
+    pub fn member_count(&self, id: &RoomId) -> usize {
+        self.live(id).map_or(0, |r| r.member_count())
+    }
+
+    /// Adds a member, or quietly moves a member to a new socket when `session` matches its
+    /// latest token. The `welcome` is queued before the lock is released, so it precedes every
+    /// room frame the newcomer gets.
+    pub fn join(&self, room: &Arc<Room>, entry: Entry) -> Result<MemberId, Refused> {
+        let mut state = room.lock();
+        if state.closed {
+            return Err(Refused::Gone);
+        }
+        let token = SessionToken::random();
+        let existing = state
+            .members
+            .iter()
+            .position(|m| m.name.key() == entry.name.key());
+        let (index, fresh) = match existing {
+            Some(i) => {
+                let resumes = entry
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| *s == state.members[i].token);
+                if !resumes {
+                    return Err(Refused::Code(ErrorCode::NameTaken));
+                }
+                let old = &mut state.members[i];
+                let replaced = std::mem::replace(&mut old.outbox, entry.outbox.clone());
+                let _ = replaced
+                    .push(&ServerFrame::error(ErrorCode::SessionReplaced, None, None).encode());
+                replaced.close(ErrorCode::SessionReplaced.close_code(), "session replaced");
+                old.conn = entry.conn;
+                old.name = entry.name;
+                old.admin = entry.admin;
+                old.pubkey = entry.pubkey;
+                old.token = token.clone();
+                (i, false)
+            }
+            None => {
+                let max = self.limits.max_members;
+                if max > 0 && state.members.len() >= max {
+                    return Err(Refused::Code(ErrorCode::RoomFull));
+                }
+                state.members.push(Member {
+                    id: MemberId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+                    conn: entry.conn,
+                    name: entry.name,
+                    admin: entry.admin,
+                    pubkey: entry.pubkey,
+                    token: token.clone(),
+                    outbox: entry.outbox,
+                });
+                (state.members.len() - 1, true)
+            }
+        };
+        let views = state.views();
+        let me = &state.members[index];
+        let welcome = ServerFrame::Welcome {
+            room_id: room.id.as_ref(),
+            you: me.view(),
+            members: &views,
+            session: &token.encode(),
+            limits: self.limits,
+        }
+        .encode();
+        let _ = me.outbox.push(&welcome);
+        if fresh {
+            self.bot
+                .joined(room.clone(), me.conn, &me.view(), state.members.len());
+        }
+        Ok(me.id)
+    }
+
+    /// A socket has closed: its member leaves (unless it was already removed, by a kick, a
+    /// delete or a reconnect), and an emptied room leaves the hub.
+    pub fn leave(&self, room: &Arc<Room>, conn: ConnId) {
+        let mut state = room.lock();
+        let Some(index) = state.members.iter().position(|m| m.conn == conn) else {
+            return;
+        };
+        let gone = state.members.remove(index);
+        self.bot
+            .left(room.clone(), gone.name.as_ref(), state.members.len());
+        if state.members.is_empty() {
+            state.closed = true;
+            self.forget(room);
+        }
+    }
+
+    /// Undoes [`Hub::open`] for a join the room then refused: a room left empty leaves the hub.
+    pub fn release(&self, room: &Arc<Room>) {
+        let mut state = room.lock();
+        if state.members.is_empty() && !state.closed {
+            state.closed = true;
+            self.forget(room);
+        }
+    }
+
+    fn forget(&self, room: &Arc<Room>) {
+        if self
+            .rooms
+            .remove_if(&room.id, |_, live| Arc::ptr_eq(live, room))
+            .is_some()
+        {
+            self.metrics.rooms_live.dec();
+        }
+    }
+
+    /// `kick`: admins only. The target gets `kicked` and close 4403; the others hear it from
+    /// the bot, with no separate `leave`.
+    pub fn kick(&self, room: &Arc<Room>, by: ConnId, target: &str) -> Result<(), ErrorCode> {
+        let mut state = room.lock();
+        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
+        if !admin.admin {
+            return Err(ErrorCode::Forbidden);
+        }
+        let by_name = admin.name.as_ref().to_owned();
+        let key = MemberName::parse(target).map_err(|_| ErrorCode::NoSuchMember)?;
+        let index = state
+            .members
+            .iter()
+            .position(|m| m.name.key() == key.key())
+            .ok_or(ErrorCode::NoSuchMember)?;
+        let gone = state.members.remove(index);
+        let _ = gone
+            .outbox
+            .push(&ServerFrame::Kicked { by: &by_name }.encode());
+        gone.outbox.close(close::KICKED, "kicked");
+        self.bot.kicked(
+            room.clone(),
+            gone.name.as_ref(),
+            &by_name,
+            state.members.len(),
+        );
+        if state.members.is_empty() {
+            state.closed = true;
+            self.forget(room);
+        }
+        Ok(())
+    }
+
+    /// Tears a room down: every member gets `room_deleted` and close 4410 at once.
+    pub fn delete(&self, id: &RoomId) {
+        if let Some(room) = self.live(id) {
+            let mut state = room.lock();
+            state.closed = true;
+            let frame = ServerFrame::RoomDeleted.encode();
+            for member in state.members.drain(..) {
+                let _ = member.outbox.push(&frame);
+                member.outbox.close(close::ROOM_DELETED, "room deleted");
+            }
+            self.forget(&room);
+        }
+    }
+
+    /// Server shutdown: every member is closed with 1001.
+    pub fn shutdown(&self) {
+        for room in self.snapshot() {
+            for member in room.lock().members.iter() {
+                member
+                    .outbox
+                    .close(close::GOING_AWAY, "server shutting down");
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! One live room: its members, its `seq` counter and the memory of who sent which `seq`.
+//!
+//! All of it sits behind one mutex. A broadcast takes it once, assigns the `seq`, serialises the
+//! frame once and pushes the shared bytes to every member's queue, so every member sees the
+//! room's frames in one order. No `.await` happens while it is held.
+
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::Instant,
+};
+
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+
+use super::outbox::Outbox;
+use crate::{
+    credentials::RoomRecord,
+    domain::{MemberName, PublicKey, RoomId, SessionToken},
+    protocol::{now_ms, ErrorCode, MemberView, ServerFrame},
+};
+
+/// How many recent `seq` numbers a room remembers the sender of, for `unsend`.
+pub const SEQ_MEMORY: usize = 10_000;
+
+/// One socket's identity, unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+/// A member's identity across reconnects: a socket replaced with the `session` token keeps it,
+/// so the member can still unsend what it sent before the blip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberId(pub u64);
+
+pub(super) struct Member {
+    pub id: MemberId,
+    pub conn: ConnId,
+    pub name: MemberName,
+    pub admin: bool,
+    pub pubkey: Option<PublicKey>,
+    pub token: SessionToken,
+    pub outbox: Outbox,
+}
+
+impl Member {
+    pub fn view(&self) -> MemberView<'_> {
+        MemberView {
+            name: self.name.as_ref(),
+            admin: self.admin,
+            pubkey: self.pubkey.as_ref().map(AsRef::as_ref),
+        }
+    }
+}
+
+/// Who sent a remembered `seq`, never what was said.
+#[derive(Clone, Copy)]
+struct Sent {
+    author: MemberId,
+    /// The recipient, for a direct message.
+    dm_to: Option<MemberId>,
+}
+
+pub(super) struct RoomState {
+    pub members: Vec<Member>,
+    next_seq: u64,
+    /// `sent[i]` is `seq` number `first_seq + i`; `None` once unsent.
+    sent: VecDeque<Option<Sent>>,
+    first_seq: u64,
+    /// Set when the room leaves the hub (emptied or deleted); a join that raced with that
+    /// must look the room up again.
+    pub closed: bool,
+}
+
+impl RoomState {
+    pub fn member(&self, conn: ConnId) -> Option<&Member> {
+        self.members.iter().find(|m| m.conn == conn)
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name.key() == key)
+    }
+
+    fn by_id(&self, id: MemberId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    pub fn views(&self) -> Vec<MemberView<'_>> {
+        self.members.iter().map(Member::view).collect()
+    }
+
+    /// Pushes one frame to every member but `except`; returns how many got it.
+    pub fn deliver(&self, frame: &ByteString, except: Option<ConnId>) -> usize {
+        self.members
+            .iter()
+            .filter(|m| Some(m.conn) != except)
+            .filter(|m| m.outbox.push(frame).is_ok())
+            .count()
+    }
+
+    fn next_seq(&mut self, sent: Sent) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.sent.len() == SEQ_MEMORY {
+            self.sent.pop_front();
+            self.first_seq += 1;
+        }
+        self.sent.push_back(Some(sent));
+        seq
+    }
+
+    fn sent_slot(&mut self, seq: u64) -> Option<&mut Option<Sent>> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.sent.get_mut(index)
+    }
+}
+
+/// Proof digests argon2 has accepted for this room (see [`crate::credentials::Pepper::verifier`]).
+#[derive(Default)]
+pub struct Verifiers {
+    auth: OnceLock<[u8; 32]>,
+    admin: OnceLock<[u8; 32]>,
+}
+
+impl Verifiers {
+    fn knows(slot: &OnceLock<[u8; 32]>, digest: &[u8; 32]) -> bool {
+        slot.get()
+            .is_some_and(|known| bool::from(known.ct_eq(digest)))
+    }
+
+    pub fn knows_auth(&self, digest: &[u8; 32]) -> bool {
+        Self::knows(&self.auth, digest)
+    }
+
+    pub fn knows_admin(&self, digest: &[u8; 32]) -> bool {
+        Self::knows(&self.admin, digest)
+    }
+
+    pub fn remember_auth(&self, digest: [u8; 32]) {
+        let _ = self.auth.set(digest);
+    }
+
+    pub fn remember_admin(&self, digest: [u8; 32]) {
+        let _ = self.admin.set(digest);
+    }
+}
+
+/// Counts of what a relay delivered, for the metrics.
+pub struct Relayed {
+    pub recipients: usize,
+    pub bytes: usize,
+}
+
+pub struct Room {
+    pub id: RoomId,
+    /// The credentials as they were when the room went live: joins into a live room need no
+    /// store round trip, and keep working while the store is down.
+    pub record: RoomRecord,
+    pub verifiers: Verifiers,
+    /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`].
+    extended: Mutex<Option<Instant>>,
+    state: Mutex<RoomState>,
+}
+
+impl Room {
+    pub(super) fn new(id: RoomId, record: RoomRecord) -> Self {
+        Self {
+            id,
+            record,
+            verifiers: Verifiers::default(),
+            extended: Mutex::new(None),
+            state: Mutex::new(RoomState {
+                members: Vec::new(),
+                next_seq: 1,
+                sent: VecDeque::new(),
+                first_seq: 1,
+                closed: false,
+            }),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock would be a bug in this module; the state is still
+        // consistent enough to keep relaying, so recover the guard rather than poisoning the room.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// True at most once a minute: a busy room pushes its store expiry forward without a store
+    /// write per join.
+    pub fn due_for_extension(&self) -> bool {
+        let mut last = self.extended.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed().as_secs() >= 60);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+
+    pub fn is_admin(&self, conn: ConnId) -> bool {
+        self.lock().member(conn).is_some_and(|m| m.admin)
+    }
+
+    /// `send`: a `message` to every member, the sender included.
+    pub fn send(&self, conn: ConnId, txn: &str, body: &RawValue) -> Option<Relayed> {
+        let mut state = self.lock();
+        let author = state.member(conn)?.id;
+        let seq = state.next_seq(Sent {
+            author,
+            dm_to: None,
+        });
+        let sender = state.member(conn)?;
+        let frame = ServerFrame::Message {
+            seq,
+            ts: now_ms(),
+            from: sender.name.as_ref(),
+            txn,
+            body,
+        }
+        .encode();
+        let recipients = state.deliver(&frame, None);
+        Some(Relayed {
+            recipients,
+            bytes: recipients * frame.len(),
+        })
+    }
+
+    /// `dm`: to one member and an echo to the sender.
+    pub fn dm(
+        &self,
+        conn: ConnId,
+        to: &str,
+        txn: &str,
+        body: &RawValue,
+    ) -> Result<Relayed, ErrorCode> {
+        let mut state = self.lock();
+        let author = state.member(conn).ok_or(ErrorCode::Forbidden)?.id;
+        let target = MemberName::parse(to)
+            .ok()
+            .and_then(|name| state.by_key(name.key()))
+            .ok_or(ErrorCode::NoSuchMember)?
+            .id;
+        let seq = state.next_seq(Sent {
+            author,
+            dm_to: Some(target),
+        });
+        let (Some(sender), Some(recipient)) = (state.by_id(author), state.by_id(target)) else {
+            return Err(ErrorCode::NoSuchMember);
+        };
+        let frame = ServerFrame::Dm {
+            seq,
+            ts: now_ms(),
+            from: sender.name.as_ref(),
+            to: recipient.name.as_ref(),
+            txn,
+            body,
+        }
+        .encode();
+        let mut recipients = usize::from(recipient.outbox.push(&frame).is_ok());
+        if author != target {
+            recipients += usize::from(sender.outbox.push(&frame).is_ok());
+        }
+        Ok(Relayed {
+            recipients,
+            bytes: recipients * frame.len(),
+        })
+    }
+
+    pub fn typing(&self, conn: ConnId, active: bool) {
+        let state = self.lock();
+        if let Some(me) = state.member(conn) {
+            let frame = ServerFrame::Typing {
+                from: me.name.as_ref(),
+                active,
+            }
+            .encode();
+            state.deliver(&frame, Some(conn));
+        }
+    }
+
+    pub fn read(&self, conn: ConnId, seq: u64) {
+        let state = self.lock();
+        if let Some(me) = state.member(conn) {
+            let frame = ServerFrame::Read {
+                from: me.name.as_ref(),
+                seq,
+            }
+            .encode();
+            state.deliver(&frame, Some(conn));
+        }
+    }
+
+    /// `unsend`: its author may take back anything it sent; an admin may take back room
+    /// messages but not direct messages, which are private to their two parties.
+    pub fn unsend(&self, conn: ConnId, seq: Option<u64>) -> Result<(), ErrorCode> {
+        let mut state = self.lock();
+        let (me_id, me_admin) = state
+            .member(conn)
+            .map(|m| (m.id, m.admin))
+            .ok_or(ErrorCode::Forbidden)?;
+        let slot = seq
+            .and_then(|seq| state.sent_slot(seq))
+            .ok_or(ErrorCode::NoSuchMessage)?;
+        let sent = slot.ok_or(ErrorCode::NoSuchMessage)?;
+        let allowed = sent.author == me_id || (me_admin && sent.dm_to.is_none());
+        if !allowed {
+            return Err(ErrorCode::Forbidden);
+        }
+        *slot = None;
+        let (Some(seq), Some(me)) = (seq, state.member(conn)) else {
+            return Err(ErrorCode::NoSuchMessage);
+        };
+        let frame = ServerFrame::Unsent {
+            seq,
+            by: me.name.as_ref(),
+        }
+        .encode();
+        match sent.dm_to {
+            None => {
+                state.deliver(&frame, None);
+            }
+            Some(to) => {
+                for party in [Some(sent.author), (to != sent.author).then_some(to)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| state.by_id(id))
+                {
+                    let _ = party.outbox.push(&frame);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `members`: the list, to the asker only.
+    pub fn members(&self, conn: ConnId) {
+        let state = self.lock();
+        if let Some(me) = state.member(conn) {
+            let views = state.views();
+            let _ = me
+                .outbox
+                .push(&ServerFrame::Members { members: &views }.encode());
+        }
+    }
+
+    /// Pushes a frame to one member.
+    pub fn send_to(&self, conn: ConnId, frame: &ByteString) {
+        if let Some(m) = self.lock().member(conn) {
+            let _ = m.outbox.push(frame);
+        }
+    }
+
+    /// Pushes a frame to every member but `except`.
+    pub fn announce(&self, frame: &ByteString, except: Option<ConnId>) {
+        self.lock().deliver(frame, except);
+    }
+}

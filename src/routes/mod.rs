@@ -1,0 +1,103 @@
+//! HTTP handlers by resource, and the one place where their errors become the contract's JSON
+//! error bodies and status codes.
+
+mod health;
+mod rooms;
+mod web;
+mod ws;
+
+use std::time::Duration;
+
+use actix_web::{http::StatusCode, web as aweb, HttpResponse, ResponseError};
+use serde_json::json;
+
+pub use ws::OriginPolicy;
+
+/// Every error an `/api/` route can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not what this endpoint takes")]
+    BadRequest,
+    #[error("room IDs are 3 to 64 letters, digits, '-' or '_'")]
+    InvalidRoomId,
+    #[error("auth must be 32 bytes in unpadded base64url (43 characters)")]
+    InvalidAuth,
+    #[error("admin passwords are 8 to 128 characters")]
+    InvalidAdminPassword,
+    #[error("titles are at most 80 characters without control characters")]
+    InvalidTitle,
+    #[error("a room with that ID exists")]
+    RoomExists,
+    #[error("no room with that ID exists")]
+    RoomNotFound,
+    #[error("wrong admin password")]
+    InvalidCredentials,
+    #[error("too many requests; try again later")]
+    RateLimited(Duration),
+    #[error("the credential store cannot be reached; try again later")]
+    StoreUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidRoomId => "invalid_room_id",
+            Self::InvalidAuth => "invalid_auth",
+            Self::InvalidAdminPassword => "invalid_admin_password",
+            Self::InvalidTitle => "invalid_title",
+            Self::RoomExists => "room_exists",
+            Self::RoomNotFound => "room_not_found",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::RateLimited(_) => "rate_limited",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest
+            | Self::InvalidRoomId
+            | Self::InvalidAuth
+            | Self::InvalidAdminPassword
+            | Self::InvalidTitle => StatusCode::BAD_REQUEST,
+            Self::RoomExists => StatusCode::CONFLICT,
+            Self::RoomNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidCredentials => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::RateLimited(wait) = self {
+            response.insert_header((
+                "Retry-After",
+                wait.as_secs_f64().ceil().max(1.0).to_string(),
+            ));
+        }
+        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path) {
+    cfg.service(
+        aweb::resource("/api/rooms")
+            .route(aweb::post().to(rooms::create))
+            .route(aweb::get().to(rooms::list)),
+    )
+    .service(aweb::resource("/api/rooms/{room_id}").route(aweb::delete().to(rooms::delete)))
+    .service(aweb::resource("/healthz").route(aweb::get().to(health::healthz)))
+    .service(aweb::resource("/metrics").route(aweb::get().to(health::metrics)))
+    .service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::upgrade)))
+    .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
+    .service(web::files(static_dir));
+}
