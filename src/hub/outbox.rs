@@ -45,6 +45,8 @@ pub struct QueueLimits {
 
 struct Shared {
     limits: QueueLimits,
+    /// Counts members cut off for overflowing (`ephemera_slow_readers_total`).
+    overflows: prometheus::IntCounter,
     queued_bytes: AtomicUsize,
     queued_frames: AtomicUsize,
     /// Set once a close is queued: nothing more is accepted.
@@ -76,10 +78,11 @@ pub enum PushError {
 }
 
 impl Outbox {
-    pub fn new(limits: QueueLimits) -> (Self, OutboundBody) {
+    pub fn new(limits: QueueLimits, overflows: prometheus::IntCounter) -> (Self, OutboundBody) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             limits,
+            overflows,
             queued_bytes: AtomicUsize::new(0),
             queued_frames: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -105,7 +108,9 @@ impl Outbox {
         let bytes = s.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
         let frames = s.queued_frames.fetch_add(1, Ordering::AcqRel) + 1;
         if bytes > s.limits.bytes || frames > s.limits.frames {
-            s.cut.store(true, Ordering::Release);
+            if !s.cut.swap(true, Ordering::AcqRel) {
+                s.overflows.inc();
+            }
             self.close(close::TRY_AGAIN_LATER, "too slow to keep up");
             return Err(PushError::Overflow);
         }

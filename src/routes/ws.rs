@@ -84,7 +84,7 @@ pub async fn upgrade(
     // actix-ws checks the handshake and parses incoming frames; the outgoing half is our own
     // queue (see `hub::outbox`), so its session handle and response body are not used.
     let (_, _, stream) = actix_ws::handle(&req, body)?;
-    let (outbox, outbound) = Outbox::new(state.queue_limits());
+    let (outbox, outbound) = Outbox::new(state.queue_limits(), state.metrics.slow_readers.clone());
     let response = handshake(req.head())?.message_body(BodyStream::new(outbound).boxed())?;
     let ip = state.client_ip(&req);
     actix_web::rt::spawn(session::run(

@@ -1,0 +1,420 @@
+//! A real server on a random loopback port, real WebSocket clients, and a real MongoDB-protocol
+//! server when a test needs one.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use ephemera::{startup::AppState, Application, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{
+        client::IntoClientRequest,
+        protocol::{frame::coding::CloseCode, CloseFrame},
+        Message,
+    },
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// How long a test waits for a frame it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Every log line any server in this test binary writes, at every level.
+pub fn captured_logs() -> String {
+    LOGS.get_or_init(Default::default).lock().unwrap().clone()
+}
+
+static LOGS: OnceLock<Mutex<String>> = OnceLock::new();
+
+struct CaptureLogger;
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {} {}\n", record.level(), record.target(), record.args());
+        LOGS.get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .push_str(&line);
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprint!("{line}");
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        log::set_boxed_logger(Box::new(CaptureLogger)).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// Settings for tests: cheap argon2, one worker, a private data directory.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.to_owned();
+    config.static_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
+    config.argon2_memory_kib = 1024;
+    config.argon2_iterations = 1;
+    config.workers = 1;
+    config.pepper = Some("test pepper".into());
+    config
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub ws_base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    capture_logs();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(data_dir.path());
+    tweak(&mut config);
+    let app = Application::build(config).await.expect("server starts");
+    let port = app.port();
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        ws_base: format!("ws://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        state,
+        data_dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+/// A random proof, as a client would derive from a room key.
+pub fn random_auth() -> String {
+    ephemera::domain::encode_b64url(&rand::random::<[u8; 32]>())
+}
+
+pub const ADMIN_PASSWORD: &str = "admin password 1";
+
+/// A room made through the API.
+#[derive(Clone)]
+pub struct Room {
+    pub id: String,
+    pub auth: String,
+}
+
+impl TestApp {
+    pub async fn post_room(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/rooms", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_raw(&self, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/rooms", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a room with a fresh random ID and proof.
+    pub async fn room(&self) -> Room {
+        self.room_with(json!({})).await
+    }
+
+    /// Creates a room; `extra` adds or overrides fields of the request.
+    pub async fn room_with(&self, extra: Value) -> Room {
+        let auth = random_auth();
+        let mut body = json!({ "auth": auth, "admin_password": ADMIN_PASSWORD });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let response = self.post_room(&body).await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let created: Value = response.json().await.unwrap();
+        Room {
+            id: created["room_id"].as_str().unwrap().to_owned(),
+            auth: body["auth"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn delete_room(&self, room_id: &str, password: &str) -> reqwest::Response {
+        self.http
+            .delete(format!("{}/api/rooms/{room_id}", self.base))
+            .json(&json!({ "admin_password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A raw socket on `/ws/{room_id}`, before any frame.
+    pub async fn connect(&self, room_id: &str) -> Ws {
+        Ws::connect(&format!("{}/ws/{room_id}", self.ws_base), None)
+            .await
+            .unwrap()
+    }
+
+    /// Joins as `name` and returns the socket and its `welcome`; the bot's greeting is read too.
+    pub async fn join(&self, room: &Room, name: &str) -> (Ws, Value) {
+        self.join_with(room, json!({ "name": name })).await
+    }
+
+    pub async fn join_with(&self, room: &Room, extra: Value) -> (Ws, Value) {
+        let mut ws = self.connect(&room.id).await;
+        let mut frame = json!({ "type": "join", "auth": room.auth });
+        for (k, v) in extra.as_object().unwrap() {
+            frame[k] = v.clone();
+        }
+        ws.send_json(&frame).await;
+        let welcome = ws.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let greeting = ws.recv().await;
+        assert_eq!(greeting["type"], "bot", "{greeting}");
+        assert_eq!(greeting["event"], "welcome", "{greeting}");
+        (ws, welcome)
+    }
+
+    /// Joins as admin.
+    pub async fn join_admin(&self, room: &Room, name: &str) -> (Ws, Value) {
+        self.join_with(
+            room,
+            json!({ "name": name, "admin_password": ADMIN_PASSWORD }),
+        )
+        .await
+    }
+
+    /// Stops the server as SIGTERM would.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A WebSocket client that answers pings itself and reads JSON frames.
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn connect(
+        url: &str,
+        origin: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+        }
+        let (inner, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { inner })
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.inner.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next text frame, raw; panics on anything else or after [`WAIT`].
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).unwrap()
+    }
+
+    /// Reads frames until one of type `kind`; returns it.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and every text frame before it.
+    pub async fn closed(&mut self) -> (u16, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("a close in time");
+            match next {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    return (u16::from(code), frames)
+                }
+                Some(Ok(Message::Close(None))) => return (1005, frames),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before a close: {e}; frames {frames:?}"),
+                None => panic!("socket ended without a close; frames {frames:?}"),
+            }
+        }
+    }
+
+    /// Expects an `error` frame with `code` and then a close with `close`.
+    pub async fn refused(&mut self, code: &str, close: u16) -> Value {
+        let (got, frames) = self.closed().await;
+        let error = frames
+            .iter()
+            .find(|f| f["type"] == "error")
+            .unwrap_or_else(|| panic!("no error frame before close {got}: {frames:?}"))
+            .clone();
+        assert_eq!(error["code"], code, "{frames:?}");
+        assert_eq!(got, close, "{frames:?}");
+        error
+    }
+
+    /// Asserts that nothing but pings arrives for `quiet`.
+    pub async fn silent_for(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inner.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .inner
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// A SecantusDB server (MongoDB wire protocol) on a free loopback port, stopped on drop.
+pub struct MongoServer {
+    child: Child,
+    pub uri: String,
+}
+
+impl MongoServer {
+    pub fn start() -> Self {
+        let python = std::env::var("EPHEMERA_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-mongo/bin/python")
+            });
+        assert!(
+            python.exists(),
+            "the MongoDB tests need SecantusDB: run scripts/test, which installs it into \
+             .venv-mongo (python3 -m venv .venv-mongo && .venv-mongo/bin/pip install \
+             secantusdb==0.7.0b3), or set EPHEMERA_TEST_PYTHON to a python that has it"
+        );
+        let mut child = Command::new(&python)
+            .args([
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--storage-path",
+                ":memory:",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("SecantusDB starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(addr.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("SecantusDB says where it listens");
+        Self {
+            child,
+            uri: format!("mongodb://{addr}/?directConnection=true"),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,340 @@
+//! Joining: `welcome`, the bot's notices, and every refusal with its error and close code.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const ALICE_PUBKEY: &str =
+    "BCkZ3Ha5Z8u1e4O0XudXdtC1aZjcJURwNRitr4tzqEbv-BDdyvU46KYcZ3FYekJazDGXsRrG9ghsCwyfVOm6F1I";
+
+#[tokio::test]
+async fn welcome_lists_the_members_and_limits_and_the_bot_tells_the_others() {
+    let app = spawn_app().await;
+    let room = app.room_with(json!({ "room_id": "team-42" })).await;
+    let (mut alice, first) = app
+        .join_with(
+            &room,
+            json!({ "name": "  alice ", "pubkey": ALICE_PUBKEY, "admin_password": ADMIN_PASSWORD }),
+        )
+        .await;
+    assert_eq!(first["room_id"], "team-42");
+    assert_eq!(
+        first["you"],
+        json!({ "name": "alice", "admin": true, "pubkey": ALICE_PUBKEY })
+    );
+    assert_eq!(
+        first["members"],
+        json!([{ "name": "alice", "admin": true, "pubkey": ALICE_PUBKEY }])
+    );
+    assert_eq!(first["session"].as_str().unwrap().len(), 43);
+    assert_eq!(
+        first["limits"],
+        json!({ "max_frame_bytes": 262144, "messages_per_10s": 100, "bytes_per_10s": 16777216, "max_members": 1000 })
+    );
+
+    let mut bob = app.connect(&room.id).await;
+    bob.send_json(&json!({ "type": "join", "name": "bob", "auth": room.auth }))
+        .await;
+    let welcome = bob.recv().await;
+    assert_eq!(welcome["you"], json!({ "name": "bob", "admin": false }));
+    assert_eq!(welcome["members"].as_array().unwrap().len(), 2);
+    let greeting = bob.recv().await;
+    assert_eq!(greeting["type"], "bot");
+    assert_eq!(greeting["event"], "welcome");
+    assert_eq!(greeting["members"], 2);
+    assert!(greeting["text"].as_str().unwrap().contains("bob"));
+    assert!(greeting["ts"].is_i64());
+
+    let notice = alice.recv().await;
+    assert_eq!(notice["type"], "bot");
+    assert_eq!(notice["event"], "join");
+    assert_eq!(notice["member"], json!({ "name": "bob", "admin": false }));
+    assert_eq!(notice["members"], 2);
+    assert!(notice["text"].as_str().unwrap().contains("bob"));
+
+    bob.close().await;
+    let leave = alice.recv().await;
+    assert_eq!(leave["event"], "leave");
+    assert_eq!(leave["name"], "bob");
+    assert_eq!(leave["members"], 1);
+}
+
+async fn refused_join(app: &TestApp, room_id: &str, frame: Value, code: &str, close: u16) -> Value {
+    let mut ws = app.connect(room_id).await;
+    ws.send_json(&frame).await;
+    ws.refused(code, close).await
+}
+
+#[tokio::test]
+async fn a_first_frame_that_is_not_a_valid_join_is_4400() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    for frame in [
+        json!({ "type": "send", "txn": "1", "body": 1 }),
+        json!({ "type": "join", "auth": room.auth }),
+        json!({ "type": "join", "name": "x" }),
+        json!({ "type": "join", "name": 5, "auth": room.auth }),
+        json!({ "type": "join", "name": "x", "auth": room.auth, "pubkey": 5 }),
+    ] {
+        refused_join(&app, &room.id, frame, "bad_request", 4400).await;
+    }
+    let mut ws = app.connect(&room.id).await;
+    ws.send_text("{not json").await;
+    ws.refused("bad_request", 4400).await;
+    let mut ws = app.connect(&room.id).await;
+    futures_util::SinkExt::send(
+        &mut ws.inner,
+        tokio_tungstenite::tungstenite::Message::binary(vec![1, 2]),
+    )
+    .await
+    .unwrap();
+    ws.refused("bad_request", 4400).await;
+}
+
+#[tokio::test]
+async fn wrong_or_malformed_credentials_are_4401() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    for frame in [
+        json!({ "type": "join", "name": "x", "auth": random_auth() }),
+        json!({ "type": "join", "name": "x", "auth": "not-43-characters" }),
+        json!({ "type": "join", "name": "x", "auth": room.auth, "admin_password": "wrong password" }),
+        json!({ "type": "join", "name": "x", "auth": room.auth, "admin_password": "short" }),
+    ] {
+        refused_join(&app, &room.id, frame, "invalid_credentials", 4401).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_or_impossible_room_is_4404() {
+    let app = spawn_app().await;
+    for room_id in ["no-such-room", "x"] {
+        refused_join(
+            &app,
+            room_id,
+            json!({ "type": "join", "name": "x", "auth": random_auth() }),
+            "room_not_found",
+            4404,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn no_join_in_time_is_4408() {
+    let app = spawn_app_with(|c| c.join_timeout_secs = 1).await;
+    let mut ws = app.connect("any-room").await;
+    ws.refused("join_timeout", 4408).await;
+}
+
+#[tokio::test]
+async fn a_name_in_use_in_any_case_is_4409() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (_alice, _) = app.join(&room, "Élodie").await;
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": " élodie", "auth": room.auth }),
+        "name_taken",
+        4409,
+    )
+    .await;
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "ÉLODIE", "auth": room.auth, "session": random_auth() }),
+        "name_taken",
+        4409,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_4413_before_and_after_the_join() {
+    let app = spawn_app_with(|c| c.max_frame_bytes = 1024).await;
+    let room = app.room().await;
+    let mut ws = app.connect(&room.id).await;
+    ws.send_text(&"x".repeat(1025)).await;
+    ws.refused("frame_too_large", 4413).await;
+
+    let (mut ws, _) = app.join(&room, "a").await;
+    let body = "y".repeat(1000);
+    ws.send_json(&json!({ "type": "send", "txn": "1", "body": body }))
+        .await;
+    ws.refused("frame_too_large", 4413).await;
+}
+
+#[tokio::test]
+async fn invalid_names_and_pubkeys_are_4422() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    for name in [
+        "",
+        "   ",
+        "bot",
+        "BoT",
+        "a\u{200b}b",
+        "a\u{7}",
+        &"n".repeat(33),
+    ] {
+        refused_join(
+            &app,
+            &room.id,
+            json!({ "type": "join", "name": name, "auth": room.auth }),
+            "invalid_name",
+            4422,
+        )
+        .await;
+    }
+    let off_curve = format!("B{}", &ALICE_PUBKEY[1..ALICE_PUBKEY.len() - 2]) + "AA";
+    for pubkey in ["", "abc", &off_curve] {
+        refused_join(
+            &app,
+            &room.id,
+            json!({ "type": "join", "name": "x", "auth": room.auth, "pubkey": pubkey }),
+            "invalid_pubkey",
+            4422,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_first_failure_beyond_the_limit_is_4429_with_retry_after() {
+    let app = spawn_app_with(|c| c.join_failures_per_ip = 3).await;
+    let room = app.room().await;
+    for _ in 0..3 {
+        refused_join(
+            &app,
+            &room.id,
+            json!({ "type": "join", "name": "x", "auth": random_auth() }),
+            "invalid_credentials",
+            4401,
+        )
+        .await;
+    }
+    // Even the right key waits now: the limit is on the address, before any check.
+    let error = refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "x", "auth": room.auth }),
+        "rate_limited",
+        4429,
+    )
+    .await;
+    assert!(error["retry_after_ms"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn failures_are_limited_per_room_too() {
+    let app = spawn_app_with(|c| {
+        c.join_failures_per_room = 2;
+        c.join_failures_per_ip = 100;
+    })
+    .await;
+    let room = app.room().await;
+    for _ in 0..2 {
+        refused_join(
+            &app,
+            &room.id,
+            json!({ "type": "join", "name": "x", "auth": random_auth() }),
+            "invalid_credentials",
+            4401,
+        )
+        .await;
+    }
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "x", "auth": random_auth() }),
+        "rate_limited",
+        4429,
+    )
+    .await;
+    let other = app.room().await;
+    app.join(&other, "fine").await;
+}
+
+#[tokio::test]
+async fn a_full_room_is_4503() {
+    let app = spawn_app_with(|c| c.max_members = 2).await;
+    let room = app.room().await;
+    let (_a, _) = app.join(&room, "a").await;
+    let (_b, _) = app.join(&room, "b").await;
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "c", "auth": room.auth }),
+        "room_full",
+        4503,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reconnect_with_the_session_token_replaces_the_old_socket_quietly() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (mut watcher, _) = app.join(&room, "watcher").await;
+    let (mut old, welcome) = app.join_admin(&room, "alice").await;
+    watcher.recv_type("bot").await;
+    let token = welcome["session"].as_str().unwrap().to_owned();
+
+    let mut new = app.connect(&room.id).await;
+    new.send_json(&json!({ "type": "join", "name": "alice", "auth": room.auth, "session": token }))
+        .await;
+    let rewelcome = new.recv().await;
+    assert_eq!(rewelcome["type"], "welcome");
+    assert_ne!(rewelcome["session"], welcome["session"]);
+    // Admin status needs the admin password again.
+    assert_eq!(rewelcome["you"]["admin"], false);
+    assert_eq!(rewelcome["members"].as_array().unwrap().len(), 2);
+    old.refused("session_replaced", 4409).await;
+    // No leave, no join, no greeting: the watcher hears nothing.
+    watcher.silent_for(Duration::from_millis(300)).await;
+    new.silent_for(Duration::from_millis(100)).await;
+
+    // The old token is spent.
+    let mut again = app.connect(&room.id).await;
+    again
+        .send_json(&json!({ "type": "join", "name": "alice", "auth": room.auth, "session": token }))
+        .await;
+    again.refused("name_taken", 4409).await;
+
+    // The member keeps its identity: it can unsend what it sent before the blip.
+    new.send_json(&json!({ "type": "send", "txn": "t", "body": 1 }))
+        .await;
+    let seq = new.recv_type("message").await["seq"].clone();
+    new.send_json(&json!({ "type": "unsend", "seq": seq }))
+        .await;
+    assert_eq!(new.recv_type("unsent").await["by"], "alice");
+}
+
+#[tokio::test]
+async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (_a, _) = app.join(&room, "a").await;
+    let (_b, _) = app.join(&room, "b").await;
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "c", "auth": random_auth() }),
+        "invalid_credentials",
+        4401,
+    )
+    .await;
+    let (_c, w) = app.join_admin(&room, "c").await;
+    assert_eq!(w["you"]["admin"], true);
+    refused_join(
+        &app,
+        &room.id,
+        json!({ "type": "join", "name": "d", "auth": room.auth, "admin_password": "not the password" }),
+        "invalid_credentials",
+        4401,
+    )
+    .await;
+}

@@ -1,0 +1,11 @@
+//! Black-box tests against a real server on a random loopback port.
+#![allow(clippy::unwrap_used)]
+
+mod abuse;
+mod helpers;
+mod http;
+mod join;
+mod lifecycle;
+mod no_storage;
+mod relay;
+mod store;
