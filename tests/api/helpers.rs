@@ -25,6 +25,10 @@ use tokio_tungstenite::{
 /// How long a test waits for a frame it expects.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Crates only the test clients use; their lines describe what the clients sent, not what the
+/// server logged.
+const CLIENT_TARGETS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "reqwest", "hyper"];
+
 /// Every log line any server in this test binary writes, at every level.
 pub fn captured_logs() -> String {
     LOGS.get_or_init(Default::default).lock().unwrap().clone()
@@ -39,6 +43,10 @@ impl log::Log for CaptureLogger {
         true
     }
     fn log(&self, record: &log::Record) {
+        let crate_name = record.target().split("::").next().unwrap_or_default();
+        if CLIENT_TARGETS.contains(&crate_name) || crate_name.starts_with("hyper_") {
+            return;
+        }
         let line = format!("{} {} {}\n", record.level(), record.target(), record.args());
         LOGS.get_or_init(Default::default)
             .lock()
