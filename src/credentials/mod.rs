@@ -29,7 +29,7 @@ impl Pepper {
 
     /// The configured pepper, or the one kept in `data_dir/pepper`, made on first start.
     pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Self> {
-        if let Some(secret) = configured {
+        if let Some(secret) = configured.filter(|s| !s.is_empty()) {
             return Ok(Self::new(secret.as_bytes()));
         }
         let path = data_dir.join("pepper");
