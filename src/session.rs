@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 
 use crate::{
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Entry, Outbox, Refused, Room},
+    hub::{ConnId, Entry, Outbox, Refused, Room, Secret},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, ServerFrame},
     ratelimit::{retry_after_ms, Bucket},
     startup::AppState,
@@ -315,53 +315,33 @@ async fn prove(
     join: &JoinFrame<'_>,
 ) -> Result<(Arc<Room>, bool), ErrorCode> {
     let room_id = RoomId::parse(room_path).map_err(|_| ErrorCode::RoomNotFound)?;
-    let live = state.hub.live(&room_id);
-    let record = match &live {
-        Some(room) => room.record.clone(),
-        None => state
-            .credentials
-            .fetch(&room_id)
-            .await
-            .map_err(|_| ErrorCode::StoreUnavailable)?
-            .ok_or(ErrorCode::RoomNotFound)?,
-    };
-    let pepper = state.credentials.pepper().clone();
+    let found = state
+        .find_room(&room_id)
+        .await
+        .map_err(|_| ErrorCode::StoreUnavailable)?
+        .ok_or(ErrorCode::RoomNotFound)?;
     let auth = Auth::parse(&join.auth).map_err(|_| ErrorCode::InvalidCredentials)?;
-    let auth_digest = pepper.verifier(&record.id_hash, auth.as_bytes());
-    let auth_known = live
-        .as_ref()
-        .is_some_and(|room| room.verifiers.knows_auth(&auth_digest));
-    if !auth_known
-        && !state
-            .credentials
-            .verify(auth.as_bytes(), &record.auth_hash)
-            .await
-    {
-        return Err(ErrorCode::InvalidCredentials);
-    }
+    let auth_digest = found
+        .prove(&state.credentials, Secret::Auth, auth.as_bytes())
+        .await
+        .ok_or(ErrorCode::InvalidCredentials)?;
     let admin_digest = match join.admin_password.as_deref() {
         None => None,
         Some(text) => {
             let password = AdminPassword::parse(text).map_err(|_| ErrorCode::InvalidCredentials)?;
-            let digest = pepper.verifier(&record.id_hash, password.as_bytes());
-            let known = live
-                .as_ref()
-                .is_some_and(|room| room.verifiers.knows_admin(&digest));
-            if !known
-                && !state
-                    .credentials
-                    .verify(password.as_bytes(), &record.admin_hash)
-                    .await
-            {
-                return Err(ErrorCode::InvalidCredentials);
-            }
+            let digest = found
+                .prove(&state.credentials, Secret::Admin, password.as_bytes())
+                .await
+                .ok_or(ErrorCode::InvalidCredentials)?;
             Some(digest)
         }
     };
-    let room = live.unwrap_or_else(|| state.hub.open(&room_id, record));
-    room.verifiers.remember_auth(auth_digest);
+    let room = found
+        .live
+        .unwrap_or_else(|| state.hub.open(&room_id, found.record));
+    room.verifiers.remember(Secret::Auth, auth_digest);
     if let Some(digest) = admin_digest {
-        room.verifiers.remember_admin(digest);
+        room.verifiers.remember(Secret::Admin, digest);
     }
     Ok((room, admin_digest.is_some()))
 }
@@ -434,28 +414,19 @@ async fn chat(
             }
             Incoming::Pong => continue,
             Incoming::Binary => {
-                bad += 1;
-                if bad >= MAX_BAD_FRAMES {
-                    refuse(outbox, ErrorCode::BadRequest, None);
+                if bad_frame(&mut bad, None, outbox) {
                     return;
                 }
-                let _ =
-                    outbox.push(&ServerFrame::error(ErrorCode::BadRequest, None, None).encode());
                 continue;
             }
             other => return end(outbox, &other),
         };
         let frame = match ClientFrame::parse(&text) {
             Ok(ClientFrame::Join(_)) | Err(_) => {
-                bad += 1;
-                if bad >= MAX_BAD_FRAMES {
-                    refuse(outbox, ErrorCode::BadRequest, None);
+                let txn = ClientFrame::parse(&text).err().and_then(|e| e.txn);
+                if bad_frame(&mut bad, txn.as_deref(), outbox) {
                     return;
                 }
-                let txn = ClientFrame::parse(&text).err().and_then(|e| e.txn);
-                let _ = outbox.push(
-                    &ServerFrame::error(ErrorCode::BadRequest, txn.as_deref(), None).encode(),
-                );
                 continue;
             }
             Ok(frame) => frame,
@@ -474,6 +445,18 @@ async fn chat(
             let _ = outbox.push(&ServerFrame::error(code, txn, None).encode());
         }
     }
+}
+
+/// Answers a bad frame with `bad_request`; the tenth in a row closes the socket with 4400.
+/// Returns whether it did.
+fn bad_frame(bad: &mut u32, txn: Option<&str>, outbox: &Outbox) -> bool {
+    *bad += 1;
+    if *bad >= MAX_BAD_FRAMES {
+        refuse(outbox, ErrorCode::BadRequest, None);
+        return true;
+    }
+    let _ = outbox.push(&ServerFrame::error(ErrorCode::BadRequest, txn, None).encode());
+    false
 }
 
 /// Carries out one frame of a joined member.

@@ -13,9 +13,11 @@ use actix_web::{dev::Server, middleware::DefaultHeaders, web, App, HttpRequest, 
 use crate::{
     bot::Bot,
     config::Config,
-    credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
+    credentials::{
+        Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, StoreError,
+    },
     domain::RoomId,
-    hub::{Hub, QueueLimits},
+    hub::{Hub, QueueLimits, Room, Secret},
     protocol::Limits,
     ratelimit::Limiters,
     routes::{self, OriginPolicy},
@@ -49,7 +51,56 @@ pub struct AppState {
     pub origins: Arc<OriginPolicy>,
 }
 
+/// A room's record, and the live room when someone is in it.
+pub struct Found {
+    pub live: Option<Arc<Room>>,
+    pub record: RoomRecord,
+}
+
+impl Found {
+    /// Whether `secret` is the room's auth proof or admin password. A live room that has seen it
+    /// accepted answers with an HMAC; otherwise argon2 decides. On success, returns the digest
+    /// for the room to remember.
+    pub async fn prove(
+        &self,
+        credentials: &Credentials,
+        which: Secret,
+        secret: &[u8],
+    ) -> Option<[u8; 32]> {
+        let digest = credentials.pepper().verifier(&self.record.id_hash, secret);
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|room| room.verifiers.knows(which, &digest))
+        {
+            return Some(digest);
+        }
+        let phc = match which {
+            Secret::Auth => &self.record.auth_hash,
+            Secret::Admin => &self.record.admin_hash,
+        };
+        credentials.verify(secret, phc).await.then_some(digest)
+    }
+}
+
 impl AppState {
+    /// A room's record: the live room's copy when someone is in it (no store round trip, and it
+    /// works during a store outage), else the store's.
+    pub async fn find_room(&self, room_id: &RoomId) -> Result<Option<Found>, StoreError> {
+        if let Some(room) = self.hub.live(room_id) {
+            let record = room.record.clone();
+            return Ok(Some(Found {
+                live: Some(room),
+                record,
+            }));
+        }
+        Ok(self
+            .credentials
+            .fetch(room_id)
+            .await?
+            .map(|record| Found { live: None, record }))
+    }
+
     /// Deletes a room's record, then tears the live room down: members get `room_deleted` and
     /// close 4410. A record already gone still tears the live room down.
     pub async fn delete_room(&self, room_id: &RoomId) -> Result<(), StoreError> {

@@ -115,33 +115,31 @@ impl RoomState {
     }
 }
 
-/// Proof digests argon2 has accepted for this room (see [`crate::credentials::Pepper::verifier`]).
-#[derive(Default)]
-pub struct Verifiers {
-    auth: OnceLock<[u8; 32]>,
-    admin: OnceLock<[u8; 32]>,
+/// The two secrets a room has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    Auth,
+    Admin,
 }
 
+/// Digests of secrets argon2 has accepted for this room (see
+/// [`crate::credentials::Pepper::verifier`]), one per kind of secret.
+#[derive(Default)]
+pub struct Verifiers([OnceLock<[u8; 32]>; 2]);
+
 impl Verifiers {
-    fn knows(slot: &OnceLock<[u8; 32]>, digest: &[u8; 32]) -> bool {
-        slot.get()
+    fn slot(&self, which: Secret) -> &OnceLock<[u8; 32]> {
+        &self.0[which as usize]
+    }
+
+    pub fn knows(&self, which: Secret, digest: &[u8; 32]) -> bool {
+        self.slot(which)
+            .get()
             .is_some_and(|known| bool::from(known.ct_eq(digest)))
     }
 
-    pub fn knows_auth(&self, digest: &[u8; 32]) -> bool {
-        Self::knows(&self.auth, digest)
-    }
-
-    pub fn knows_admin(&self, digest: &[u8; 32]) -> bool {
-        Self::knows(&self.admin, digest)
-    }
-
-    pub fn remember_auth(&self, digest: [u8; 32]) {
-        let _ = self.auth.set(digest);
-    }
-
-    pub fn remember_admin(&self, digest: [u8; 32]) {
-        let _ = self.admin.set(digest);
+    pub fn remember(&self, which: Secret, digest: [u8; 32]) {
+        let _ = self.slot(which).set(digest);
     }
 }
 

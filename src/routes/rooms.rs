@@ -7,6 +7,7 @@ use super::ApiError;
 use crate::{
     credentials::{CreateError, NewRoom},
     domain::{AdminPassword, Auth, RoomId, Title},
+    hub::Secret,
     startup::AppState,
 };
 
@@ -141,30 +142,17 @@ pub async fn delete(
         .map_err(ApiError::RateLimited)?;
     let request: DeleteRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
     let room_id = RoomId::parse(&room_path).map_err(|_| ApiError::RoomNotFound)?;
-    let live = state.hub.live(&room_id);
-    let record = match &live {
-        Some(room) => room.record.clone(),
-        None => state
-            .credentials
-            .fetch(&room_id)
-            .await
-            .map_err(|_| ApiError::StoreUnavailable)?
-            .ok_or(ApiError::RoomNotFound)?,
-    };
+    let found = state
+        .find_room(&room_id)
+        .await
+        .map_err(|_| ApiError::StoreUnavailable)?
+        .ok_or(ApiError::RoomNotFound)?;
     let proven = match AdminPassword::parse(&request.admin_password) {
         Err(_) => false,
-        Ok(password) => {
-            let digest = state
-                .credentials
-                .pepper()
-                .verifier(&record.id_hash, password.as_bytes());
-            live.as_ref()
-                .is_some_and(|room| room.verifiers.knows_admin(&digest))
-                || state
-                    .credentials
-                    .verify(password.as_bytes(), &record.admin_hash)
-                    .await
-        }
+        Ok(password) => found
+            .prove(&state.credentials, Secret::Admin, password.as_bytes())
+            .await
+            .is_some(),
     };
     if !proven {
         state.limiters.join_failed(ip, &room_path);
@@ -176,7 +164,7 @@ pub async fn delete(
     })?;
     log::info!(
         "room {} deleted",
-        crate::telemetry::room_tag(&record.id_hash)
+        crate::telemetry::room_tag(&found.record.id_hash)
     );
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,7 @@
 //! One conformance suite for the store trait, run against the embedded store and against
 //! MongoDB (a real MongoDB-protocol server); and the server's behaviour while MongoDB is down.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use ephemera::credentials::{EmbeddedStore, MongoStore, RoomRecord, RoomStore, StoreError};
 use serde_json::{json, Value};
