@@ -234,3 +234,39 @@ async fn while_mongodb_is_down_live_rooms_keep_chatting() {
     let lobby = app.get("/api/rooms").await;
     assert_eq!(lobby.status(), 200);
 }
+
+#[tokio::test]
+async fn a_successful_join_pushes_the_expiry_forward() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let id = ephemera::domain::RoomId::parse(&room.id).unwrap();
+    let before = app
+        .state
+        .credentials
+        .fetch(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .expires_at;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_a, _) = app.join(&room, "a").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let after = app
+            .state
+            .credentials
+            .fetch(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at;
+        if after > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expiry did not move"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
