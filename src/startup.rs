@@ -140,7 +140,8 @@ impl AppState {
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn RoomStore>, StartError> {
-    let Some(uri) = &config.mongodb_uri else {
+    // An empty MONGODB_URI (as compose files and shells often leave it) means "not set".
+    let Some(uri) = config.mongodb_uri.as_deref().filter(|u| !u.is_empty()) else {
         log::info!("store: embedded, in {}", config.data_dir.display());
         return Ok(Arc::new(EmbeddedStore::open(&config.data_dir)?));
     };

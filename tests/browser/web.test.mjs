@@ -1,0 +1,213 @@
+// The web client in Debian's headless Chromium against the real server binary: two (and three)
+// people in separate browser contexts, end to end. Screenshots go to test-artifacts/screenshots.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const SHOTS = join(ROOT, 'test-artifacts', 'screenshots');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const BIN = process.env.EPHEMERA_BIN || join(ROOT, 'target', 'debug', 'ephemera');
+
+/** The environment without MONGODB_URI: these tests use the embedded store. */
+function withoutMongo(env) {
+  const { MONGODB_URI: _, ...rest } = env;
+  return rest;
+}
+
+let server;
+let base;
+let browser;
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM}: apt-get install chromium (scripts/test does)`);
+  assert.ok(existsSync(BIN), `the server binary is needed at ${BIN}: cargo build (scripts/test does)`);
+  mkdirSync(SHOTS, { recursive: true });
+  server = spawn(BIN, [
+    '--bind', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'ephemera-web-')),
+    '--static-dir', join(ROOT, 'static'), '--argon2-memory-kib', '1024', '--argon2-iterations', '1',
+  ], { env: { ...withoutMongo(process.env), RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const port = await new Promise((resolve, reject) => {
+    let seen = '';
+    server.stderr.on('data', (chunk) => {
+      seen += chunk;
+      const m = seen.match(/listening on port (\d+)/);
+      if (m) resolve(m[1]);
+    });
+    server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${seen}`)));
+  });
+  base = `http://127.0.0.1:${port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+});
+
+/** A page in its own browser context, recording every WebSocket frame it sends or receives. */
+async function person(viewport = { width: 1200, height: 850 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const frames = [];
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => frames.push(String(f.payload)));
+    ws.on('framereceived', (f) => frames.push(String(f.payload)));
+  });
+  page.on('dialog', (d) => d.accept());
+  page.on('pageerror', (e) => console.error('page error:', e));
+  return { context, page, frames };
+}
+
+async function connected(page) {
+  await page.locator('#conn-state[data-state=online]').waitFor({ timeout: 20000 });
+}
+
+const messages = (page) => page.locator('#messages');
+
+test('key derivation, envelopes and DM keys match the contract vectors in the browser', async () => {
+  const { page, context } = await person();
+  await page.goto(base);
+  const got = await page.evaluate(async () => {
+    const c = globalThis.ephemeraCrypto;
+    const rows = [];
+    for (const [id, key] of [['team-42', 'correct horse'], ['Zq3xv9LmN0pQrS7t', 'k9JvT2mQ8xR4wY6zB1nC5a']]) {
+      const s = await c.deriveRoomSecrets(id, key);
+      rows.push({ master: c.hex(s.master), auth: s.auth, enc: c.hex(s.enc) });
+    }
+    const first = await c.deriveRoomSecrets('team-42', 'correct horse');
+    const iv = new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    const text = '{"from":"alice","kind":"text","text":"hi"}';
+    const envelope = await c.seal(await c.aesKey(first.enc), 'team-42', JSON.parse(text), iv);
+    const opened = await c.open(await c.aesKey(first.enc), 'team-42', envelope);
+    const alicePub = c.b64uDecode('BCkZ3Ha5Z8u1e4O0XudXdtC1aZjcJURwNRitr4tzqEbv-BDdyvU46KYcZ3FYekJazDGXsRrG9ghsCwyfVOm6F1I');
+    const d = new Uint8Array(32);
+    d.set([0x11, 0x22, 0x10, 0xf4, 0x7d, 0xe9, 0x81, 0x15], 24);
+    const alicePriv = await crypto.subtle.importKey('jwk', {
+      kty: 'EC', crv: 'P-256', d: c.b64uEncode(d), x: c.b64uEncode(alicePub.slice(1, 33)), y: c.b64uEncode(alicePub.slice(33)),
+    }, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
+    const bob = 'BLy5ei9_ep2rpo8OBY4a_ZNaLnIG40GMl49f7SuarDnezTyp-Tcv7rKuO-a8gil0u5aazGuhOoUFZkrQPR4-NPU';
+    const dm = await c.dmKeyRaw(alicePriv, bob, 'team-42', 'bob', 'alice');
+    return { rows, ct: envelope.ct, iv: envelope.iv, opened, secret: c.hex(dm.secret), dmKey: c.hex(dm.key) };
+  });
+  assert.deepEqual(got.rows, [
+    { master: '06f708ad03a0ad27d9dccb18ec02343b857ef206182c271972d1df654719d8d1', auth: 'QI2MuN_h4umuzgDv7fuYPzUPs2a7-rq_52HxKATzSZk', enc: '515b6b9575f599f3b175b0dcda5c6adf051782b81f44e8ac0a82c9a85337b02d' },
+    { master: 'bfef1c47b50d4ae3293540c7d1f8b6f36d2ce34697f1ac0e353d7f40573453c0', auth: 'czo1YZT6tOwsXQabE13Ve_8zLw5hZqr87Hj0xUDxq44', enc: '4a4c53dc62bdf8b7c03cc2397b6f7939c7ed31618034e976e9576fc7f2c8650c' },
+  ]);
+  assert.equal(got.iv, 'AAECAwQFBgcICQoL');
+  assert.equal(got.ct, 'hcNq8QWyiXYg3tLp_Dg5V8vuOYUYaaNmUgmXrOMdl4dF19ggyc7DvussTXQ9GPimC2h-HpVgz_Vg-A');
+  assert.deepEqual(got.opened, { from: 'alice', kind: 'text', text: 'hi' });
+  assert.equal(got.secret, 'a2f8fe9b57581bbb78d34e77b3fa8b088039c228a1559ef435b60de380505488');
+  assert.equal(got.dmKey, '003564b11ce1bf34b72ec2f06e95f4cce851d03f7ed28d9e2d3dcb18d8ebad4d');
+  await context.close();
+});
+
+// A 2×2 red PNG.
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMAAAA4gAQdE5rYpAAAAAElFTkSuQmCC', 'base64');
+
+test('two people create, share, chat, DM, send an image, unsend, kick and delete, end to end', async () => {
+  const alice = await person();
+  const bob = await person();
+  const carol = await person({ width: 390, height: 844 });
+
+  // Alice creates a listed room and gets the share link.
+  await alice.page.goto(base);
+  await alice.page.screenshot({ path: join(SHOTS, 'home-desktop.png'), fullPage: true });
+  await alice.page.fill('#create-room', 'browser-room');
+  await alice.page.fill('#create-admin', 'admin-password-1');
+  await alice.page.fill('#create-title', 'Browser test');
+  await alice.page.check('#create-listed');
+  await alice.page.click('#panel-create button[type=submit]');
+  await alice.page.locator('#create-result').waitFor();
+  const link = await alice.page.inputValue('#share-link');
+  assert.match(link, /\/r\/browser-room#key=[A-Za-z0-9_-]{22}$/);
+  await alice.page.fill('#create-name', 'alice');
+  await alice.page.click('#create-enter');
+  await connected(alice.page);
+  await messages(alice.page).getByText('Welcome, alice').waitFor();
+
+  // Bob opens the link: the join form is filled in but for his name.
+  await bob.page.goto(link);
+  assert.equal(await bob.page.inputValue('#join-room'), 'browser-room');
+  await bob.page.fill('#join-name', 'bob');
+  await bob.page.click('#panel-join button[type=submit]');
+  await connected(bob.page);
+  await messages(alice.page).getByText('bob joined').waitFor();
+  await messages(bob.page).getByText('Welcome, bob').waitFor();
+
+  // Both ways.
+  await alice.page.fill('#compose', 'hello from alice 🌍');
+  await alice.page.press('#compose', 'Enter');
+  await messages(bob.page).getByText('hello from alice 🌍').waitFor();
+  await bob.page.fill('#compose', 'hi alice, bob here');
+  await bob.page.press('#compose', 'Enter');
+  await messages(alice.page).getByText('hi alice, bob here').waitFor();
+  assert.equal(await messages(alice.page).locator('.msg.own').count(), 1);
+
+  // Carol joins on a phone-sized screen; Bob sends Alice a DM that Carol never sees.
+  await carol.page.goto(link);
+  await carol.page.fill('#join-name', 'carol');
+  await carol.page.click('#panel-join button[type=submit]');
+  await connected(carol.page);
+  await messages(bob.page).getByText('carol joined').waitFor();
+  await bob.page.click('button[aria-label="Private message to alice"]');
+  await bob.page.fill('#compose', 'a secret for alice only');
+  await bob.page.press('#compose', 'Enter');
+  await messages(alice.page).getByText('a secret for alice only').waitFor();
+  await bob.page.click('#dm-cancel');
+  await bob.page.fill('#compose', 'back to everyone');
+  await bob.page.press('#compose', 'Enter');
+  await messages(carol.page).getByText('back to everyone').waitFor();
+  assert.equal(await messages(carol.page).getByText('a secret for alice only').count(), 0);
+
+  // An image, shown inline at the other end.
+  await alice.page.setInputFiles('#file-input', { name: 'red.png', mimeType: 'image/png', buffer: PNG });
+  const img = messages(bob.page).locator('img[alt="red.png"]');
+  await img.waitFor();
+  assert.equal(await img.evaluate((i) => i.complete && i.naturalWidth), 2);
+
+  // Fingerprints match across browsers.
+  const fpA = await alice.page.textContent('#room-fp');
+  assert.equal(await bob.page.textContent('#room-fp'), fpA);
+  assert.match(fpA, /^[0-9a-f]{4} [0-9a-f]{4} [0-9a-f]{4}$/);
+
+  await alice.page.screenshot({ path: join(SHOTS, 'room-desktop.png'), fullPage: true });
+  await carol.page.screenshot({ path: join(SHOTS, 'room-phone.png'), fullPage: true });
+  const home = await person({ width: 390, height: 844 });
+  await home.page.goto(base);
+  await home.page.getByText('Browser test', { exact: true }).waitFor();
+  await home.page.screenshot({ path: join(SHOTS, 'home-phone.png'), fullPage: true });
+  await home.context.close();
+
+  // Unsend removes it on both sides.
+  await messages(alice.page).locator('.msg.own', { hasText: 'hello from alice' }).getByRole('button', { name: 'Unsend this message' }).click();
+  await messages(bob.page).getByText('A message was unsent by alice.').waitFor();
+  assert.equal(await messages(bob.page).getByText('hello from alice 🌍').count(), 0);
+  assert.equal(await messages(alice.page).getByText('hello from alice 🌍').count(), 0);
+
+  // The admin removes Carol.
+  await alice.page.click('button[aria-label="Remove carol"]');
+  await carol.page.locator('#room-notice', { hasText: 'removed' }).waitFor();
+  await messages(bob.page).getByText('carol was removed by alice').waitFor();
+
+  // The admin deletes the room; Bob is told.
+  await alice.page.click('#delete-room-btn');
+  await bob.page.locator('#room-notice', { hasText: 'deleted' }).waitFor();
+
+  // Nothing anyone said crossed the wire in the clear.
+  const wire = [...alice.frames, ...bob.frames, ...carol.frames].join('\n');
+  assert.ok(wire.includes('"type":"send"'), 'frames were captured');
+  for (const secret of ['hello from alice', 'hi alice, bob here', 'a secret for alice only', 'back to everyone', 'red.png']) {
+    assert.ok(!wire.includes(secret), `"${secret}" crossed the wire in plaintext`);
+  }
+  for (const p of [alice, bob, carol]) await p.context.close();
+});
