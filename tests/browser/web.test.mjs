@@ -175,6 +175,30 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   await img.waitFor();
   assert.equal(await img.evaluate((i) => i.complete && i.naturalWidth), 2);
 
+  // A message sealed under another key (a member with a broken client, or a forger) shows as
+  // undecryptable, never as garbage.
+  const rogue = await person();
+  await rogue.page.goto(base);
+  await rogue.page.evaluate(async ({ roomKey }) => {
+    const c = globalThis.ephemeraCrypto;
+    const { auth: proof } = await c.deriveRoomSecrets('browser-room', roomKey);
+    const wrongKey = await c.aesKey(crypto.getRandomValues(new Uint8Array(32)));
+    const body = await c.seal(wrongKey, 'browser-room', { from: 'mallory', kind: 'text', text: 'garbage' });
+    await new Promise((resolve) => {
+      const ws = new WebSocket(`ws://${location.host}/ws/browser-room`);
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', name: 'mallory', auth: proof }));
+      ws.onmessage = (e) => {
+        if (JSON.parse(e.data).type === 'welcome') {
+          ws.send(JSON.stringify({ type: 'send', txn: '1', body }));
+          setTimeout(() => { ws.close(); resolve(); }, 300);
+        }
+      };
+    });
+  }, { roomKey: new URL(link).hash.slice(5) });
+  await messages(bob.page).getByText('This message could not be decrypted').waitFor();
+  assert.equal(await messages(bob.page).getByText('garbage').count(), 0);
+  await rogue.context.close();
+
   // Fingerprints match across browsers.
   const fpA = await alice.page.textContent('#room-fp');
   assert.equal(await bob.page.textContent('#room-fp'), fpA);
