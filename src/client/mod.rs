@@ -1,0 +1,9 @@
+//! The client side of the protocol, shared by `ephemera-cli` and the tests: the HTTP API, a
+//! joined room with its end-to-end encryption, and the crypto itself.
+
+pub mod api;
+pub mod crypto;
+pub mod room;
+
+pub use api::{Api, ApiError, CreatedRoom, ListedRoom};
+pub use room::{Ended, Event, JoinError, Member, RoomClient, SendError};
