@@ -142,7 +142,11 @@ impl Api {
         struct Rooms {
             rooms: Vec<ListedRoom>,
         }
-        let response = self.http.get(format!("{}/api/rooms", self.base)).send().await?;
+        let response = self
+            .http
+            .get(format!("{}/api/rooms", self.base))
+            .send()
+            .await?;
         if response.status().is_success() {
             Ok(response.json::<Rooms>().await?.rooms)
         } else {

@@ -102,8 +102,13 @@ pub fn seal<T: Serialize>(key: &[u8; 32], room_id: &str, value: &T, iv: [u8; 12]
 }
 
 /// Opens an envelope (given as any JSON body) into `T`.
-pub fn open<T: DeserializeOwned>(key: &[u8; 32], room_id: &str, body: &serde_json::Value) -> Result<T, CryptoError> {
-    let envelope: Envelope = serde_json::from_value(body.clone()).map_err(|_| CryptoError::NotAnEnvelope)?;
+pub fn open<T: DeserializeOwned>(
+    key: &[u8; 32],
+    room_id: &str,
+    body: &serde_json::Value,
+) -> Result<T, CryptoError> {
+    let envelope: Envelope =
+        serde_json::from_value(body.clone()).map_err(|_| CryptoError::NotAnEnvelope)?;
     if envelope.e2e != "v1" {
         return Err(CryptoError::NotAnEnvelope);
     }
@@ -135,7 +140,9 @@ impl DmKeys {
     }
 
     pub fn from_scalar(bytes: &[u8; 32]) -> Option<Self> {
-        SecretKey::from_bytes(bytes.into()).ok().map(|secret| Self { secret })
+        SecretKey::from_bytes(bytes.into())
+            .ok()
+            .map(|secret| Self { secret })
     }
 
     /// The raw uncompressed point, base64url: the `pubkey` of `join`.
@@ -144,15 +151,26 @@ impl DmKeys {
     }
 
     /// The ECDH shared secret and the pair's `dm_key` in `room_id` between `a` and `b`.
-    pub fn dm_key(&self, their_pubkey: &str, room_id: &str, a: &str, b: &str) -> Result<([u8; 32], [u8; 32]), CryptoError> {
-        let theirs = PublicKey::from_sec1_bytes(&decode(their_pubkey).map_err(|_| CryptoError::BadPublicKey)?)
-            .map_err(|_| CryptoError::BadPublicKey)?;
+    pub fn dm_key(
+        &self,
+        their_pubkey: &str,
+        room_id: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<([u8; 32], [u8; 32]), CryptoError> {
+        let theirs = PublicKey::from_sec1_bytes(
+            &decode(their_pubkey).map_err(|_| CryptoError::BadPublicKey)?,
+        )
+        .map_err(|_| CryptoError::BadPublicKey)?;
         let shared = diffie_hellman(self.secret.to_nonzero_scalar(), theirs.as_affine());
         let mut secret = [0u8; 32];
         secret.copy_from_slice(shared.raw_secret_bytes());
         // Rust's `str` ordering is by code point, as the contract sorts names.
         let (first, second) = if a <= b { (a, b) } else { (b, a) };
-        let key = hkdf(&secret, &format!("ephemera/v1/dm/{room_id}/{first}/{second}"));
+        let key = hkdf(
+            &secret,
+            &format!("ephemera/v1/dm/{room_id}/{first}/{second}"),
+        );
         Ok((secret, key))
     }
 }
@@ -247,8 +265,14 @@ mod tests {
         );
         let bob = "BLy5ei9_ep2rpo8OBY4a_ZNaLnIG40GMl49f7SuarDnezTyp-Tcv7rKuO-a8gil0u5aazGuhOoUFZkrQPR4-NPU";
         let (secret, key) = alice.dm_key(bob, "team-42", "bob", "alice").unwrap();
-        assert_eq!(hex(&secret), "a2f8fe9b57581bbb78d34e77b3fa8b088039c228a1559ef435b60de380505488");
-        assert_eq!(hex(&key), "003564b11ce1bf34b72ec2f06e95f4cce851d03f7ed28d9e2d3dcb18d8ebad4d");
+        assert_eq!(
+            hex(&secret),
+            "a2f8fe9b57581bbb78d34e77b3fa8b088039c228a1559ef435b60de380505488"
+        );
+        assert_eq!(
+            hex(&key),
+            "003564b11ce1bf34b72ec2f06e95f4cce851d03f7ed28d9e2d3dcb18d8ebad4d"
+        );
     }
 
     #[test]

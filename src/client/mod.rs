@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod crypto;
+pub mod download;
 pub mod room;
 
 pub use api::{Api, ApiError, CreatedRoom, ListedRoom};

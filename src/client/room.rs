@@ -72,33 +72,89 @@ pub struct Member {
 /// Why a room ended for this client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
-    Kicked { by: String },
+    Kicked {
+        by: String,
+    },
     Deleted,
     /// The server refused or closed with this code (after an `error` naming it, if any).
-    Closed { code: u16, error: Option<String> },
+    Closed {
+        code: u16,
+        error: Option<String>,
+    },
     Left,
 }
 
 /// Something that happened in a room.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Message { room: String, seq: u64, ts: i64, from: String, to: Option<String>, text: String },
-    File { room: String, seq: u64, ts: i64, from: String, to: Option<String>, name: String, mime: String, data: Vec<u8> },
-    Undecryptable { room: String, seq: u64, from: String },
-    Bot { room: String, event: String, text: String },
-    Unsent { room: String, seq: u64, by: String },
-    Typing { room: String, from: String, active: bool },
-    Read { room: String, from: String, seq: u64 },
-    Notice { room: String, code: String, message: String },
-    Reconnecting { room: String },
-    Reconnected { room: String },
-    Ended { room: String, reason: Ended },
+    Message {
+        room: String,
+        seq: u64,
+        ts: i64,
+        from: String,
+        to: Option<String>,
+        text: String,
+    },
+    File {
+        room: String,
+        seq: u64,
+        ts: i64,
+        from: String,
+        to: Option<String>,
+        name: String,
+        mime: String,
+        data: Vec<u8>,
+    },
+    Undecryptable {
+        room: String,
+        seq: u64,
+        from: String,
+    },
+    Bot {
+        room: String,
+        event: String,
+        text: String,
+    },
+    Unsent {
+        room: String,
+        seq: u64,
+        by: String,
+    },
+    Typing {
+        room: String,
+        from: String,
+        active: bool,
+    },
+    Read {
+        room: String,
+        from: String,
+        seq: u64,
+    },
+    Notice {
+        room: String,
+        code: String,
+        message: String,
+    },
+    Reconnecting {
+        room: String,
+    },
+    Reconnected {
+        room: String,
+    },
+    Ended {
+        room: String,
+        reason: Ended,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error("{message}")]
-    Refused { code: String, close: u16, message: String },
+    Refused {
+        code: String,
+        close: u16,
+        message: String,
+    },
     #[error("cannot connect: {0}")]
     Connect(String),
 }
@@ -161,13 +217,21 @@ impl Inner {
     }
 
     fn dm_key(&self, state: &mut State, other: &str) -> Option<[u8; 32]> {
-        let pubkey = state.members.iter().find(|m| m.name == other)?.pubkey.clone()?;
+        let pubkey = state
+            .members
+            .iter()
+            .find(|m| m.name == other)?
+            .pubkey
+            .clone()?;
         if let Some((known, key)) = state.dm_keys.get(other) {
             if *known == pubkey {
                 return Some(*key);
             }
         }
-        let (_, key) = self.dm.dm_key(&pubkey, &self.room_id, &state.name, other).ok()?;
+        let (_, key) = self
+            .dm
+            .dm_key(&pubkey, &self.room_id, &state.name, other)
+            .ok()?;
         state.dm_keys.insert(other.to_owned(), (pubkey, key));
         Some(key)
     }
@@ -222,7 +286,7 @@ impl RoomClient {
             leaving: AtomicBool::new(false),
         });
         let socket = connect(&inner).await?;
-        let task = tokio::spawn(run(inner.clone(), socket));
+        let task = tokio::spawn(run(inner.clone(), attach(&inner, socket)));
         Ok(Self { inner, task })
     }
 
@@ -265,12 +329,20 @@ impl RoomClient {
                 let (frame, key) = match to {
                     None => (json!({ "type": "send", "txn": txn }), self.inner.enc),
                     Some(name) => {
-                        let key = self.inner.dm_key(&mut state, name).ok_or(SendError::NoSuchMember)?;
+                        let key = self
+                            .inner
+                            .dm_key(&mut state, name)
+                            .ok_or(SendError::NoSuchMember)?;
                         (json!({ "type": "dm", "to": name, "txn": txn }), key)
                     }
                 };
                 let mut frame = frame;
-                frame["body"] = json!(crypto::seal(&key, &self.inner.room_id, &plain, crypto::random_iv()));
+                frame["body"] = json!(crypto::seal(
+                    &key,
+                    &self.inner.room_id,
+                    &plain,
+                    crypto::random_iv()
+                ));
                 state.pending.insert(txn.clone(), tx);
                 (out, frame)
             };
@@ -279,7 +351,9 @@ impl RoomClient {
                 .map_err(|_| SendError::Disconnected)?;
             match tokio::time::timeout(ECHO_TIMEOUT, rx).await {
                 Ok(Ok(Echo::Done(seq))) => return Ok(seq),
-                Ok(Ok(Echo::RateLimited(ms))) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                Ok(Ok(Echo::RateLimited(ms))) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
                 Ok(Ok(Echo::Failed(code))) => return Err(SendError::Refused(code)),
                 _ => {
                     self.inner.state().pending.remove(&txn);
@@ -302,12 +376,19 @@ impl RoomClient {
     }
 
     /// Sends a file in chunks, one after the other's echo; returns every chunk's `seq`.
-    pub async fn send_file(&self, to: Option<&str>, name: &str, mime: &str, bytes: &[u8]) -> Result<Vec<u64>, SendError> {
+    pub async fn send_file(
+        &self,
+        to: Option<&str>,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<u64>, SendError> {
         let id = crypto::random_key(16);
         let total = bytes.len().div_ceil(FILE_CHUNK).max(1);
         let mut seqs = Vec::with_capacity(total);
         for index in 0..total {
-            let chunk = &bytes[(index * FILE_CHUNK).min(bytes.len())..((index + 1) * FILE_CHUNK).min(bytes.len())];
+            let chunk = &bytes[(index * FILE_CHUNK).min(bytes.len())
+                ..((index + 1) * FILE_CHUNK).min(bytes.len())];
             let plain = Plain {
                 from: self.name(),
                 to: to.map(str::to_owned),
@@ -329,7 +410,12 @@ impl RoomClient {
     }
 
     fn send_frame(&self, frame: Value) -> Result<(), SendError> {
-        let out = self.inner.state().out.clone().ok_or(SendError::Disconnected)?;
+        let out = self
+            .inner
+            .state()
+            .out
+            .clone()
+            .ok_or(SendError::Disconnected)?;
         out.send(Message::text(frame.to_string()))
             .map_err(|_| SendError::Disconnected)
     }
@@ -357,7 +443,12 @@ impl RoomClient {
     }
 
     fn send_frame_close(&self) -> Result<(), SendError> {
-        let out = self.inner.state().out.clone().ok_or(SendError::Disconnected)?;
+        let out = self
+            .inner
+            .state()
+            .out
+            .clone()
+            .ok_or(SendError::Disconnected)?;
         out.send(Message::Close(Some(CloseFrame {
             code: 1000.into(),
             reason: "bye".into(),
@@ -396,7 +487,8 @@ async fn connect(inner: &Inner) -> Result<Socket, JoinError> {
                         let mut state = inner.state();
                         state.name = frame["you"]["name"].as_str().unwrap_or_default().to_owned();
                         state.admin = frame["you"]["admin"].as_bool().unwrap_or(false);
-                        state.members = serde_json::from_value(frame["members"].clone()).unwrap_or_default();
+                        state.members =
+                            serde_json::from_value(frame["members"].clone()).unwrap_or_default();
                         state.session = frame["session"].as_str().map(str::to_owned);
                         return Ok(socket);
                     }
@@ -411,12 +503,21 @@ async fn connect(inner: &Inner) -> Result<Socket, JoinError> {
             }
             Some(Ok(Message::Close(frame))) => {
                 let close = frame.map_or(1005, |f| u16::from(f.code));
-                let (code, message) = error.unwrap_or_else(|| ("closed".into(), format!("closed with {close}")));
-                return Err(JoinError::Refused { code, close, message });
+                let (code, message) =
+                    error.unwrap_or_else(|| ("closed".into(), format!("closed with {close}")));
+                return Err(JoinError::Refused {
+                    code,
+                    close,
+                    message,
+                });
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(JoinError::Connect(e.to_string())),
-            None => return Err(JoinError::Connect("the server closed the connection".into())),
+            None => {
+                return Err(JoinError::Connect(
+                    "the server closed the connection".into(),
+                ))
+            }
         }
     }
 }
@@ -426,19 +527,31 @@ fn is_final(code: u16) -> bool {
     (4000..5000).contains(&code) || code == 1000
 }
 
-async fn run(inner: Arc<Inner>, mut socket: Socket) {
-    loop {
-        let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-        inner.state().out = Some(out_tx);
-        let writer = tokio::spawn(async move {
-            while let Some(message) = out_rx.recv().await {
-                let closing = matches!(message, Message::Close(_));
-                if sink.send(message).await.is_err() || closing {
-                    break;
-                }
+/// A joined socket, split: frames to send go through `State::out` to a writer task, which is
+/// in place before this returns, so a send right after a join cannot find the room unconnected.
+struct Attached {
+    stream: futures_util::stream::SplitStream<Socket>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+fn attach(inner: &Inner, socket: Socket) -> Attached {
+    let (mut sink, stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    inner.state().out = Some(out_tx);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
             }
-        });
+        }
+    });
+    Attached { stream, writer }
+}
+
+async fn run(inner: Arc<Inner>, mut attached: Attached) {
+    loop {
+        let Attached { mut stream, writer } = attached;
         let mut close = None;
         while let Some(message) = stream.next().await {
             match message {
@@ -477,10 +590,10 @@ async fn run(inner: Arc<Inner>, mut socket: Socket) {
             room: inner.room_id.clone(),
         });
         let mut delay = Duration::from_millis(500);
-        socket = loop {
+        attached = loop {
             tokio::time::sleep(delay).await;
             match connect(&inner).await {
-                Ok(socket) => break socket,
+                Ok(socket) => break attach(&inner, socket),
                 Err(JoinError::Refused { code, close, .. }) => {
                     inner.emit(Event::Ended {
                         room: inner.room_id.clone(),
@@ -518,7 +631,11 @@ fn handle(inner: &Inner, text: &str) {
             let key = match &to {
                 None => Some(inner.enc),
                 Some(to) => {
-                    let other = if from == state.name { to.clone() } else { from.clone() };
+                    let other = if from == state.name {
+                        to.clone()
+                    } else {
+                        from.clone()
+                    };
                     inner.dm_key(&mut state, &other)
                 }
             };
@@ -527,8 +644,21 @@ fn handle(inner: &Inner, text: &str) {
                 .filter(|p| p.from == from);
             let ts = frame["ts"].as_i64().unwrap_or_default();
             let event = match plain {
-                Some(Plain { text: Some(text), file: None, .. }) => Some(Event::Message { room, seq, ts, from, to, text }),
-                Some(Plain { file: Some(chunk), .. }) => assemble(&mut state, room, seq, ts, from, to, chunk),
+                Some(Plain {
+                    text: Some(text),
+                    file: None,
+                    ..
+                }) => Some(Event::Message {
+                    room,
+                    seq,
+                    ts,
+                    from,
+                    to,
+                    text,
+                }),
+                Some(Plain {
+                    file: Some(chunk), ..
+                }) => assemble(&mut state, room, seq, ts, from, to, chunk),
                 _ => Some(Event::Undecryptable { room, seq, from }),
             };
             drop(state);
@@ -542,7 +672,9 @@ fn handle(inner: &Inner, text: &str) {
                 let mut state = inner.state();
                 match event.as_str() {
                     "join" => {
-                        if let Ok(member) = serde_json::from_value::<Member>(frame["member"].clone()) {
+                        if let Ok(member) =
+                            serde_json::from_value::<Member>(frame["member"].clone())
+                        {
                             state.members.retain(|m| m.name != member.name);
                             state.members.push(member);
                         }
@@ -555,27 +687,52 @@ fn handle(inner: &Inner, text: &str) {
                     _ => {}
                 }
             }
-            inner.emit(Event::Bot { room, event, text: str_of("text") });
+            inner.emit(Event::Bot {
+                room,
+                event,
+                text: str_of("text"),
+            });
         }
         "members" => {
-            inner.state().members = serde_json::from_value(frame["members"].clone()).unwrap_or_default();
+            inner.state().members =
+                serde_json::from_value(frame["members"].clone()).unwrap_or_default();
         }
-        "typing" => inner.emit(Event::Typing { room, from: str_of("from"), active: frame["active"].as_bool().unwrap_or(false) }),
-        "read" => inner.emit(Event::Read { room, from: str_of("from"), seq: frame["seq"].as_u64().unwrap_or_default() }),
-        "unsent" => inner.emit(Event::Unsent { room, seq: frame["seq"].as_u64().unwrap_or_default(), by: str_of("by") }),
+        "typing" => inner.emit(Event::Typing {
+            room,
+            from: str_of("from"),
+            active: frame["active"].as_bool().unwrap_or(false),
+        }),
+        "read" => inner.emit(Event::Read {
+            room,
+            from: str_of("from"),
+            seq: frame["seq"].as_u64().unwrap_or_default(),
+        }),
+        "unsent" => inner.emit(Event::Unsent {
+            room,
+            seq: frame["seq"].as_u64().unwrap_or_default(),
+            by: str_of("by"),
+        }),
         "kicked" => inner.state().ended = Some(Ended::Kicked { by: str_of("by") }),
         "room_deleted" => inner.state().ended = Some(Ended::Deleted),
         "error" => {
             let code = str_of("code");
-            let waiter = frame["txn"].as_str().and_then(|t| inner.state().pending.remove(t));
+            let waiter = frame["txn"]
+                .as_str()
+                .and_then(|t| inner.state().pending.remove(t));
             match waiter {
                 Some(waiter) if code == "rate_limited" => {
-                    let _ = waiter.send(Echo::RateLimited(frame["retry_after_ms"].as_u64().unwrap_or(1000)));
+                    let _ = waiter.send(Echo::RateLimited(
+                        frame["retry_after_ms"].as_u64().unwrap_or(1000),
+                    ));
                 }
                 Some(waiter) => {
                     let _ = waiter.send(Echo::Failed(code));
                 }
-                None => inner.emit(Event::Notice { room, code, message: str_of("message") }),
+                None => inner.emit(Event::Notice {
+                    room,
+                    code,
+                    message: str_of("message"),
+                }),
             }
         }
         _ => {}
@@ -583,10 +740,24 @@ fn handle(inner: &Inner, text: &str) {
 }
 
 /// Adds a chunk to its file; the whole file once every chunk is there.
-fn assemble(state: &mut State, room: String, seq: u64, ts: i64, from: String, to: Option<String>, chunk: FileChunk) -> Option<Event> {
+fn assemble(
+    state: &mut State,
+    room: String,
+    seq: u64,
+    ts: i64,
+    from: String,
+    to: Option<String>,
+    chunk: FileChunk,
+) -> Option<Event> {
     use base64::Engine as _;
-    let data = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&chunk.data).ok()?;
-    if chunk.total == 0 || chunk.index >= chunk.total || chunk.size > MAX_FILE_BYTES || u64::from(chunk.total) > MAX_FILE_BYTES / FILE_CHUNK as u64 + 1 {
+    let data = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&chunk.data)
+        .ok()?;
+    if chunk.total == 0
+        || chunk.index >= chunk.total
+        || chunk.size > MAX_FILE_BYTES
+        || u64::from(chunk.total) > MAX_FILE_BYTES / FILE_CHUNK as u64 + 1
+    {
         return None;
     }
     let key = (from.clone(), chunk.id.clone());
@@ -606,5 +777,14 @@ fn assemble(state: &mut State, room: String, seq: u64, ts: i64, from: String, to
     }
     let done = state.files.remove(&key)?;
     let data = done.parts.into_iter().flatten().flatten().collect();
-    Some(Event::File { room, seq, ts, from, to, name: done.name, mime: done.mime, data })
+    Some(Event::File {
+        room,
+        seq,
+        ts,
+        from,
+        to,
+        name: done.name,
+        mime: done.mime,
+        data,
+    })
 }
