@@ -41,6 +41,19 @@ pub struct ListedRoom {
     pub members: usize,
 }
 
+/// Percent-encodes all but the unreserved characters, as `encodeURIComponent` does, so the web
+/// client reads the key back exactly.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A server, by its base URL (`http://127.0.0.1:8080`).
 #[derive(Clone)]
 pub struct Api {
@@ -99,7 +112,7 @@ impl Api {
 
     /// The link to share: the key rides in the fragment, which browsers never send.
     pub fn share_link(&self, room_id: &str, room_key: &str) -> String {
-        format!("{}/r/{room_id}#key={room_key}", self.base)
+        format!("{}/r/{room_id}#key={}", self.base, percent_encode(room_key))
     }
 
     pub async fn create(
@@ -152,5 +165,20 @@ impl Api {
         } else {
             Err(refusal(response).await)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_links_carry_the_key_percent_encoded_in_the_fragment() {
+        let api = Api::new("https://chat.example/");
+        assert_eq!(
+            api.share_link("team-42", "correct horse+ü"),
+            "https://chat.example/r/team-42#key=correct%20horse%2B%C3%BC"
+        );
+        assert_eq!(api.ws_url("team-42"), "wss://chat.example/ws/team-42");
     }
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
+mod cli;
 mod helpers;
 mod http;
 mod join;

@@ -1,0 +1,518 @@
+//! The CLI client: through the library API its binary uses (four and more clients at once), and
+//! as the real `ephemera-cli` process for the script commands and exit codes.
+
+use std::time::Duration;
+
+use ephemera::client::{crypto, Api, Ended, Event, RoomClient};
+use tokio::sync::mpsc;
+
+use crate::helpers::*;
+
+const KEY: &str = "a shared room key";
+
+/// A room made the way the CLI makes one: the proof derived from a real room key.
+async fn keyed_room(app: &TestApp, listed: bool) -> String {
+    let room_id = crypto::random_key(12);
+    let (id, key) = (room_id.clone(), KEY.to_owned());
+    let auth =
+        tokio::task::spawn_blocking(move || crypto::RoomSecrets::derive(&id, &key).auth_b64())
+            .await
+            .unwrap();
+    Api::new(&app.base)
+        .create(Some(&room_id), &auth, ADMIN_PASSWORD, listed, None)
+        .await
+        .unwrap();
+    room_id
+}
+
+struct Client {
+    room: RoomClient,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+async fn client(app: &TestApp, room_id: &str, name: &str) -> Client {
+    let (tx, events) = mpsc::unbounded_channel();
+    let room = RoomClient::join(&Api::new(&app.base), room_id, KEY, name, None, tx)
+        .await
+        .unwrap();
+    Client { room, events }
+}
+
+impl Client {
+    /// The next event that `pick` accepts.
+    async fn next<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        loop {
+            let event = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("an event in time")
+                .expect("the room is open");
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+    }
+
+    async fn text(&mut self) -> (String, Option<String>, String, String) {
+        self.next(|e| match e {
+            Event::Message {
+                room,
+                from,
+                to,
+                text,
+                ..
+            } => Some((room, to, from, text)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asserts that no message or file arrives for a while.
+    async fn quiet(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            assert!(
+                !matches!(event, Event::Message { .. } | Event::File { .. }),
+                "{event:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn four_clients_share_messages_dms_and_files() {
+    let app = spawn_app().await;
+    let room = keyed_room(&app, false).await;
+    let mut ann = client(&app, &room, "ann").await;
+    let mut bo = client(&app, &room, "bo").await;
+    let mut cy = client(&app, &room, "cy").await;
+    let mut di = client(&app, &room, "di").await;
+    assert_eq!(di.room.members().len(), 4);
+    assert_eq!(ann.room.fingerprint(), di.room.fingerprint());
+
+    ann.room.send_text(None, "hello, all of you").await.unwrap();
+    for c in [&mut ann, &mut bo, &mut cy, &mut di] {
+        assert_eq!(
+            c.text().await,
+            (room.clone(), None, "ann".into(), "hello, all of you".into())
+        );
+    }
+
+    bo.room.send_text(Some("cy"), "just for cy").await.unwrap();
+    for c in [&mut bo, &mut cy] {
+        assert_eq!(
+            c.text().await,
+            (
+                room.clone(),
+                Some("cy".into()),
+                "bo".into(),
+                "just for cy".into()
+            )
+        );
+    }
+    ann.quiet().await;
+    di.quiet().await;
+    assert_eq!(bo.room.dm_fingerprint("cy"), cy.room.dm_fingerprint("bo"));
+
+    // A file of three and a bit chunks, every byte value, byte for byte.
+    let data: Vec<u8> = (0..(3 * 128 * 1024 + 777))
+        .map(|i| (i * 31 % 256) as u8)
+        .collect();
+    let seqs = di
+        .room
+        .send_file(None, "../../blob.bin", "application/octet-stream", &data)
+        .await
+        .unwrap();
+    assert_eq!(seqs.len(), 4);
+    for c in [&mut ann, &mut bo, &mut cy] {
+        let (name, got) = c
+            .next(|e| match e {
+                Event::File {
+                    name, data, from, ..
+                } if from == "di" => Some((name, data)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(name, "../../blob.bin");
+        assert!(got == data, "the file differs");
+        let dir = tempfile::tempdir().unwrap();
+        let saved = ephemera::client::download::save(dir.path(), &name, &got).unwrap();
+        assert_eq!(saved, dir.path().join("blob.bin"));
+    }
+
+    // A private file.
+    cy.room
+        .send_file(Some("ann"), "note.txt", "text/plain", b"for ann")
+        .await
+        .unwrap();
+    let got = ann
+        .next(|e| match e {
+            Event::File {
+                to: Some(to), data, ..
+            } if to == "ann" => Some(data),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, b"for ann");
+    bo.quiet().await;
+
+    // Unsend, by its author.
+    let seq = ann.room.send_text(None, "oops").await.unwrap();
+    ann.room.unsend(seq).unwrap();
+    let (unsent, by) = bo
+        .next(|e| match e {
+            Event::Unsent { seq, by, .. } => Some((seq, by)),
+            _ => None,
+        })
+        .await;
+    assert_eq!((unsent, by.as_str()), (seq, "ann"));
+}
+
+#[tokio::test]
+async fn the_lobby_shows_member_counts() {
+    let app = spawn_app().await;
+    let room = keyed_room(&app, true).await;
+    let _a = client(&app, &room, "a").await;
+    let _b = client(&app, &room, "b").await;
+    let _c = client(&app, &room, "c").await;
+    let listed = Api::new(&app.base).list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].room_id.as_str(), listed[0].members),
+        (room.as_str(), 3)
+    );
+}
+
+#[tokio::test]
+async fn one_client_in_two_rooms_hears_both() {
+    let app = spawn_app().await;
+    let first = keyed_room(&app, false).await;
+    let second = keyed_room(&app, false).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let api = Api::new(&app.base);
+    let _in_first = RoomClient::join(&api, &first, KEY, "both", None, tx.clone())
+        .await
+        .unwrap();
+    let _in_second = RoomClient::join(&api, &second, KEY, "both", None, tx)
+        .await
+        .unwrap();
+    let a = client(&app, &first, "a").await;
+    let b = client(&app, &second, "b").await;
+    a.room.send_text(None, "in the first").await.unwrap();
+    b.room.send_text(None, "in the second").await.unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Message { room, text, .. } => heard.push((room, text)),
+            _ => continue,
+        }
+    }
+    heard.sort();
+    let mut expected = vec![
+        (first, "in the first".to_owned()),
+        (second, "in the second".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(heard, expected);
+}
+
+#[tokio::test]
+async fn a_kick_and_a_delete_end_the_room_for_the_client() {
+    let app = spawn_app().await;
+    let room = keyed_room(&app, false).await;
+    let (tx, mut admin_events) = mpsc::unbounded_channel();
+    let admin = RoomClient::join(
+        &Api::new(&app.base),
+        &room,
+        KEY,
+        "admin",
+        Some(ADMIN_PASSWORD),
+        tx,
+    )
+    .await
+    .unwrap();
+    assert!(admin.is_admin());
+    let mut kicked = client(&app, &room, "kicked").await;
+    let mut stays = client(&app, &room, "stays").await;
+    admin.kick("kicked").unwrap();
+    let reason = kicked
+        .next(|e| match e {
+            Event::Ended { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, Ended::Kicked { by: "admin".into() });
+    admin.delete_room().unwrap();
+    let reason = stays
+        .next(|e| match e {
+            Event::Ended { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, Ended::Deleted);
+    let reason = loop {
+        if let Event::Ended { reason, .. } = tokio::time::timeout(WAIT, admin_events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break reason;
+        }
+    };
+    assert_eq!(reason, Ended::Deleted);
+}
+
+/// The binary, run without blocking the test's runtime (the server under test shares it).
+fn cli() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"));
+    command
+        .env_remove("EPHEMERA_ROOM_KEY")
+        .env_remove("EPHEMERA_ADMIN_PASSWORD");
+    command
+}
+
+#[tokio::test]
+async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
+    let app = spawn_app().await;
+    let server = app.base.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+
+    let created = cli()
+        .args([
+            "--server",
+            &server,
+            "create",
+            "--room",
+            "cli-room",
+            "--listed",
+            "--title",
+            "From a terminal",
+        ])
+        .arg("--key-file")
+        .arg(&key_file)
+        .env("EPHEMERA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("{server}/r/cli-room#key=")),
+        "{stdout}"
+    );
+
+    let mut listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+        .args([
+            "--server", &server, "listen", "cli-room", "--name", "listener", "--json",
+        ])
+        .env("EPHEMERA_ROOM_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        listener.stdout.take().unwrap(),
+    ));
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first).unwrap()["event"],
+        "welcome"
+    );
+
+    let sent = cli()
+        .args([
+            "--server", &server, "send", "cli-room", "--name", "sender", "hello", "from", "argv",
+        ])
+        .env("EPHEMERA_ROOM_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let message = loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if value["type"] == "message" {
+            break value;
+        }
+    };
+    assert_eq!(message["from"], "sender");
+    assert_eq!(message["text"], "hello from argv");
+
+    let listed = cli()
+        .args(["--server", &server, "list"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("cli-room") && listed.contains("From a terminal"),
+        "{listed}"
+    );
+
+    let code = async |server: &str, args: &[&str], key: &str| {
+        cli()
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .env("EPHEMERA_ROOM_KEY", key)
+            .output()
+            .await
+            .unwrap()
+    };
+    let wrong = code(
+        &server,
+        &["send", "cli-room", "--name", "x", "hi"],
+        "not the key",
+    )
+    .await;
+    assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong room key"));
+    let missing = code(&server, &["send", "no-such-room", "--name", "x", "hi"], KEY).await;
+    assert_eq!(missing.status.code(), Some(4));
+    let taken = code(
+        &server,
+        &["send", "cli-room", "--name", "LISTENER", "hi"],
+        KEY,
+    )
+    .await;
+    assert_eq!(taken.status.code(), Some(5));
+    let unreachable = code(
+        "http://127.0.0.1:1",
+        &["send", "cli-room", "--name", "x", "hi"],
+        KEY,
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(9));
+
+    // A kick ends `listen` with its own code.
+    let (tx, _events) = mpsc::unbounded_channel();
+    let admin = RoomClient::join(
+        &Api::new(&server),
+        "cli-room",
+        KEY,
+        "admin",
+        Some(ADMIN_PASSWORD),
+        tx,
+    )
+    .await
+    .unwrap();
+    admin.kick("listener").unwrap();
+    let status = tokio::time::timeout(WAIT, listener.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(6));
+
+    let deleted = cli()
+        .args(["--server", &server, "delete", "cli-room"])
+        .env("EPHEMERA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+}
+
+#[tokio::test]
+async fn interactive_mode_runs_slash_commands() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let room = keyed_room(&app, false).await;
+    let other = keyed_room(&app, false).await;
+    let mut peer = client(&app, &room, "peer").await;
+    let mut far = client(&app, &other, "far").await;
+    let downloads = tempfile::tempdir().unwrap();
+    let upload = downloads.path().join("upload.txt");
+    std::fs::write(&upload, "file body").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+        .args([
+            "--server", &app.base, "join", &room, &other, "--name", "term",
+        ])
+        .arg("--download-dir")
+        .arg(downloads.path().join("in"))
+        .env("EPHEMERA_ROOM_KEY", KEY)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut wait_for = async |needle: &str| loop {
+        let line = tokio::time::timeout(WAIT, out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    wait_for("/help").await;
+    // The last room named is current.
+    stdin
+        .write_all(b"plain text to the current room\n")
+        .await
+        .unwrap();
+    assert_eq!(far.text().await.3, "plain text to the current room");
+    stdin
+        .write_all(format!("/switch {room}\n/dm peer psst\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        peer.text().await,
+        (
+            room.clone(),
+            Some("peer".into()),
+            "term".into(),
+            "psst".into()
+        )
+    );
+    stdin
+        .write_all(format!("/send {other} across rooms\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(far.text().await.3, "across rooms");
+    stdin
+        .write_all(format!("/file {}\n", upload.display()).as_bytes())
+        .await
+        .unwrap();
+    let data = peer
+        .next(|e| match e {
+            Event::File { data, .. } => Some(data),
+            _ => None,
+        })
+        .await;
+    assert_eq!(data, b"file body");
+    peer.room
+        .send_file(None, "../evil.txt", "text/plain", b"incoming")
+        .await
+        .unwrap();
+    let line = wait_for("evil.txt").await;
+    assert!(line.contains("saved to"), "{line}");
+    assert_eq!(
+        std::fs::read(downloads.path().join("in").join("evil.txt")).unwrap(),
+        b"incoming"
+    );
+    stdin.write_all(b"/who\n").await.unwrap();
+    wait_for("peer").await;
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
