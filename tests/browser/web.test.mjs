@@ -13,6 +13,7 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const SHOTS = join(ROOT, 'test-artifacts', 'screenshots');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const BIN = process.env.EPHEMERA_BIN || join(ROOT, 'target', 'debug', 'ephemera');
+const CLI = process.env.EPHEMERA_CLI || join(ROOT, 'target', 'debug', 'ephemera-cli');
 
 /** The environment without MONGODB_URI: these tests use the embedded store. */
 function withoutMongo(env) {
@@ -234,4 +235,72 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
     assert.ok(!wire.includes(secret), `"${secret}" crossed the wire in plaintext`);
   }
   for (const p of [alice, bob, carol]) await p.context.close();
+});
+
+/** Runs ephemera-cli to completion; resolves with its exit code and output. */
+function runCli(args, env) {
+  return new Promise((resolve) => {
+    const child = spawn(CLI, ['--server', base, ...args], { env: { ...process.env, ...env } });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('exit', (code) => resolve({ code, out }));
+  });
+}
+
+test('a terminal and a browser in one room read each other, room messages and DMs', async () => {
+  assert.ok(existsSync(CLI), `ephemera-cli is needed at ${CLI}: cargo build --bins (scripts/test does)`);
+  const key = 'interop key, with spaces';
+  const env = { EPHEMERA_ROOM_KEY: key, EPHEMERA_ADMIN_PASSWORD: 'interop-admin-1' };
+  const created = await runCli(['create', '--room', 'interop-room'], env);
+  assert.equal(created.code, 0, created.out);
+  const link = created.out.split('\n').find((l) => l.includes('/r/interop-room#key='));
+  assert.ok(link, created.out);
+
+  const listener = spawn(CLI, ['--server', base, 'listen', 'interop-room', '--name', 'term', '--json'], { env: { ...process.env, ...env } });
+  const events = [];
+  let buffered = '';
+  listener.stdout.on('data', (d) => {
+    buffered += d;
+    const lines = buffered.split('\n');
+    buffered = lines.pop();
+    for (const line of lines) if (line.trim()) events.push(JSON.parse(line));
+  });
+  const heard = async (pick) => {
+    for (let i = 0; i < 200; i++) {
+      const found = events.find(pick);
+      if (found) return found;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`not heard; events: ${JSON.stringify(events)}`);
+  };
+  await heard((e) => e.type === 'bot' && e.event === 'welcome');
+
+  const web = await person();
+  await web.page.goto(link.trim());
+  assert.equal(await web.page.inputValue('#join-key'), key);
+  await web.page.fill('#join-name', 'web');
+  await web.page.click('#panel-join button[type=submit]');
+  await connected(web.page);
+  assert.equal(await web.page.textContent('#room-fp') !== '', true);
+
+  await web.page.fill('#compose', 'hello terminal, from the browser');
+  await web.page.press('#compose', 'Enter');
+  const message = await heard((e) => e.type === 'message' && e.from === 'web');
+  assert.equal(message.text, 'hello terminal, from the browser');
+  assert.equal(message.to, null);
+
+  const sent = await runCli(['send', 'interop-room', '--name', 'term2', 'hello browser, from a terminal'], env);
+  assert.equal(sent.code, 0, sent.out);
+  await messages(web.page).getByText('hello browser, from a terminal').waitFor();
+
+  await web.page.click('button[aria-label="Private message to term"]');
+  await web.page.fill('#compose', 'a private word for the terminal');
+  await web.page.press('#compose', 'Enter');
+  const dm = await heard((e) => e.type === 'message' && e.to === 'term');
+  assert.equal(dm.text, 'a private word for the terminal');
+  assert.equal(dm.from, 'web');
+
+  listener.kill('SIGTERM');
+  await web.context.close();
 });
