@@ -516,3 +516,39 @@ async fn interactive_mode_runs_slash_commands() {
         .unwrap();
     assert!(status.success());
 }
+
+/// The server restarts under a client: it reconnects by itself (its session token is stale, so
+/// this is an ordinary join) and goes on chatting.
+#[tokio::test]
+async fn a_client_reconnects_after_the_server_comes_back() {
+    let mut first = spawn_app().await;
+    let room = keyed_room(&first, false).await;
+    let port: u16 = first.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut c = client(&first, &room, "stayer").await;
+    first.stop().await;
+    // Keep the store's folder, and let go of everything that holds the store open.
+    let kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().unwrap());
+    let data_dir = kept.path().to_owned();
+    drop(first);
+    c.next(|e| matches!(e, Event::Reconnecting { .. }).then_some(()))
+        .await;
+
+    let second = spawn_app_with(|config| {
+        config.bind = ([127, 0, 0, 1], port).into();
+        config.data_dir = data_dir;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, c.events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(event, Event::Reconnected { .. }) {
+            break;
+        }
+    }
+    let mut other = client(&second, &room, "newcomer").await;
+    c.room.send_text(None, "still here").await.unwrap();
+    assert_eq!(other.text().await.3, "still here");
+}
