@@ -1,0 +1,775 @@
+//! `ephemera-loadgen`: drives a running server over real WebSockets on loopback and prints one
+//! JSON line per run and a human summary. `baseline` serves a bare broadcast relay
+//! (tokio-tungstenite, no auth, no parsing): the machine's speed of light for this workload.
+//!
+//! Each message carries its send time; every receiver records the latency. The generator runs on
+//! one thread and reports its own CPU, so a reader knows whether it was the bottleneck.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use clap::{Parser, Subcommand};
+use ephemera::client::{crypto, Api};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::{net::TcpStream, sync::Semaphore};
+use tokio_tungstenite::{connect_async, tungstenite::Message, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Parser)]
+#[command(
+    name = "ephemera-loadgen",
+    about = "Load generator and baseline relay for Ephemera"
+)]
+struct Cli {
+    /// The server under test.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// The server's PID, to read its CPU time and memory from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Talk to a `baseline` relay instead of Ephemera (no rooms to create, no welcome).
+    #[arg(long, global = true)]
+    baseline: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// C clients in R rooms, S senders at a total M messages/s for D seconds.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        #[arg(long, default_value_t = 150.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// C joined connections held for T seconds: server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        rooms: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Connect and join as fast as possible up to C members in R rooms.
+    Ramp {
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// J joins at once into a room where M members chat at a total R messages/s.
+    JoinStorm {
+        #[arg(long, default_value_t = 200)]
+        members: usize,
+        #[arg(long, default_value_t = 500)]
+        joins: usize,
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+    },
+    /// One member stops reading while the room chats.
+    SlowReader {
+        #[arg(long, default_value_t = 20)]
+        members: usize,
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 16384)]
+        bytes: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Serve a bare broadcast relay on --bind.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        bind: String,
+    },
+}
+
+const ROOM_KEY: &str = "loadgen room key";
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// CPU seconds (user + system) and memory of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcStat {
+    cpu_s: f64,
+    rss_kb: u64,
+    hwm_kb: u64,
+}
+
+fn proc_stat(pid: &str) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(ProcStat {
+        cpu_s: ticks / 100.0,
+        rss_kb: field("VmRSS:"),
+        hwm_kb: field("VmHWM:"),
+    })
+}
+
+struct Target {
+    api: Api,
+    baseline: bool,
+    server_pid: Option<String>,
+}
+
+impl Target {
+    fn server(&self) -> Option<ProcStat> {
+        self.server_pid.as_deref().and_then(proc_stat)
+    }
+
+    /// Creates `n` rooms with proofs derived from the shared key (PBKDF2 on the blocking pool).
+    async fn rooms(&self, n: usize) -> Vec<(String, String)> {
+        let tag = crypto::random_key(6);
+        let mut rooms = Vec::new();
+        let mut derivations = Vec::new();
+        for i in 0..n {
+            let room = format!("load-{tag}-{i}");
+            derivations.push(tokio::task::spawn_blocking(move || {
+                let auth = crypto::RoomSecrets::derive(&room, ROOM_KEY).auth_b64();
+                (room, auth)
+            }));
+        }
+        for d in derivations {
+            // unwrap: a derivation task only fails if it panicked, which PBKDF2 does not.
+            #[allow(clippy::unwrap_used)]
+            let (id, auth) = d.await.unwrap();
+            if !self.baseline {
+                if let Err(e) = self
+                    .api
+                    .create(Some(&id), &auth, "loadgen admin", false, None)
+                    .await
+                {
+                    eprintln!("creating {id}: {e} (run the server with --creates-per-ip 0)");
+                    std::process::exit(1);
+                }
+            }
+            rooms.push((id, auth));
+        }
+        rooms
+    }
+
+    /// Connects and joins; returns the socket once `welcome` is in (at once for the baseline).
+    async fn join(&self, room: &(String, String), name: &str) -> Result<Socket, String> {
+        let (mut socket, _) = connect_async(self.api.ws_url(&room.0))
+            .await
+            .map_err(|e| e.to_string())?;
+        let join = json!({ "type": "join", "name": name, "auth": room.1 });
+        socket
+            .send(Message::text(join.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.baseline {
+            return Ok(socket);
+        }
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) if t.contains(r#""type":"welcome""#) => {
+                    return Ok(socket)
+                }
+                Some(Ok(Message::Text(t))) if t.contains(r#""type":"error""#) => {
+                    return Err(t.to_string())
+                }
+                Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed".into()),
+            }
+        }
+    }
+}
+
+/// The send time carried in a relayed frame's body: `"t":<µs>`.
+fn sent_at(frame: &str) -> Option<u64> {
+    let start = frame.find(r#""t":"#)? + 4;
+    let digits = frame[start..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    frame[start..start + digits].parse().ok()
+}
+
+fn is_relay(frame: &str, baseline: bool) -> bool {
+    if baseline {
+        frame.contains(r#""type":"send""#)
+    } else {
+        frame.contains(r#""type":"message""#)
+    }
+}
+
+/// Latencies in µs, summarised.
+fn percentiles(mut lat: Vec<u64>) -> serde_json::Value {
+    lat.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * q).round() as usize;
+        lat[i] as f64 / 1000.0
+    };
+    json!({ "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": at(1.0) })
+}
+
+/// What a member's reader saw.
+#[derive(Default)]
+struct Seen {
+    latencies: Vec<u64>,
+    close: Option<u16>,
+}
+
+/// Reads a member's socket until `stop`, recording the latency of each relayed message while
+/// `record` is set.
+fn spawn_reader(
+    mut stream: futures_util::stream::SplitStream<Socket>,
+    baseline: bool,
+    record: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Seen> {
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        loop {
+            let message = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = stream.next() => m,
+            };
+            match message {
+                Some(Ok(Message::Text(t))) if is_relay(&t, baseline) => {
+                    if record.load(Ordering::Relaxed) {
+                        if let Some(sent) = sent_at(&t) {
+                            seen.latencies.push(now_us().saturating_sub(sent));
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    seen.close = f.map(|f| u16::from(f.code));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        seen
+    })
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
+/// Sends `rate` messages per second, each padded with `padding` bytes, for `seconds`; returns
+/// the sink and how many it sent.
+async fn send_for(mut sink: Sink, rate: f64, seconds: f64, padding: usize) -> (Sink, u64) {
+    let pad = "x".repeat(padding);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut n = 0u64;
+    while Instant::now() < end {
+        tick.tick().await;
+        let frame = format!(
+            r#"{{"type":"send","txn":"{n}","body":{{"t":{},"p":"{pad}"}}}}"#,
+            now_us()
+        );
+        if sink.send(Message::text(frame)).await.is_err() {
+            break;
+        }
+        n += 1;
+    }
+    (sink, n)
+}
+
+struct Member {
+    room: usize,
+    sink: Sink,
+    reader: tokio::task::JoinHandle<Seen>,
+}
+
+/// The members, and everything their readers share.
+struct Crowd {
+    members: Vec<Member>,
+    join_latencies: Vec<u64>,
+    failed: usize,
+    record: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+/// Joins `clients` members spread over `rooms`, `concurrency` at a time.
+async fn join_all(
+    target: &Arc<Target>,
+    rooms: &Arc<Vec<(String, String)>>,
+    clients: usize,
+    concurrency: usize,
+    prefix: &str,
+) -> Crowd {
+    let (record, stop) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let (target, rooms, gate, record, stop) = (
+            target.clone(),
+            rooms.clone(),
+            gate.clone(),
+            record.clone(),
+            stop.clone(),
+        );
+        let name = format!("{prefix}{i}");
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+            let room = i % rooms.len();
+            let started = Instant::now();
+            let socket = target.join(&rooms[room], &name).await?;
+            let took = started.elapsed().as_micros() as u64;
+            let (sink, stream) = socket.split();
+            let reader = spawn_reader(stream, target.baseline, record, stop);
+            Ok::<_, String>((Member { room, sink, reader }, took))
+        }));
+    }
+    let mut crowd = Crowd {
+        members: Vec::new(),
+        join_latencies: Vec::new(),
+        failed: 0,
+        record,
+        stop,
+    };
+    for task in tasks {
+        match task.await {
+            Ok(Ok((m, took))) => {
+                crowd.members.push(m);
+                crowd.join_latencies.push(took);
+            }
+            Ok(Err(e)) => {
+                if crowd.failed == 0 {
+                    eprintln!("join failed: {e}");
+                }
+                crowd.failed += 1;
+            }
+            Err(_) => crowd.failed += 1,
+        }
+    }
+    crowd
+}
+
+fn own_cpu() -> f64 {
+    proc_stat("self").map_or(0.0, |p| p.cpu_s)
+}
+
+fn report(scenario: &str, mut line: serde_json::Value, summary: String) {
+    line["scenario"] = json!(scenario);
+    println!("{line}");
+    eprintln!("{summary}");
+}
+
+/// Senders among the members send at `rate` in total; the others only read. Returns per-room
+/// counts of messages sent, the latencies every reader saw, and the readers' close codes.
+async fn chat(
+    crowd: Crowd,
+    senders: usize,
+    rate: f64,
+    seconds: f64,
+    padding: usize,
+    settle: Duration,
+) -> (HashMap<usize, u64>, Vec<Seen>, f64) {
+    crowd.record.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut sending = Vec::new();
+    let mut readers = Vec::new();
+    let mut quiet_sinks = Vec::new();
+    for (i, m) in crowd.members.into_iter().enumerate() {
+        readers.push(m.reader);
+        if i < senders {
+            let room = m.room;
+            let share = rate / senders as f64;
+            sending.push(tokio::spawn(async move {
+                let (sink, n) = send_for(m.sink, share, seconds, padding).await;
+                (room, n, sink)
+            }));
+        } else {
+            quiet_sinks.push(m.sink);
+        }
+    }
+    let mut per_room = HashMap::new();
+    let mut sinks = Vec::new();
+    for s in sending {
+        if let Ok((room, n, sink)) = s.await {
+            *per_room.entry(room).or_insert(0) += n;
+            sinks.push(sink);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(settle).await;
+    crowd.stop.cancel();
+    let mut seen = Vec::new();
+    for r in readers {
+        seen.push(r.await.unwrap_or_default());
+    }
+    drop((sinks, quiet_sinks));
+    (per_room, seen, elapsed)
+}
+
+fn cpu_delta(a: Option<ProcStat>, b: Option<ProcStat>) -> Option<f64> {
+    Some(b?.cpu_s - a?.cpu_s)
+}
+
+async fn fanout(
+    target: Arc<Target>,
+    clients: usize,
+    rooms: usize,
+    senders: usize,
+    rate: f64,
+    seconds: u64,
+) {
+    let room_list = Arc::new(target.rooms(rooms).await);
+    let crowd = join_all(&target, &room_list, clients, 256, "m").await;
+    let failed = crowd.failed;
+    let mut room_sizes: HashMap<usize, u64> = HashMap::new();
+    for m in &crowd.members {
+        *room_sizes.entry(m.room).or_default() += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (server0, gen0) = (target.server(), own_cpu());
+    let (per_room, seen, elapsed) = chat(
+        crowd,
+        senders,
+        rate,
+        seconds as f64,
+        0,
+        Duration::from_secs(2),
+    )
+    .await;
+    let (server1, gen1) = (target.server(), own_cpu());
+    let sent: u64 = per_room.values().sum();
+    let expected: u64 = per_room
+        .iter()
+        .map(|(r, n)| n * room_sizes.get(r).copied().unwrap_or(0))
+        .sum();
+    let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
+    let received = lat.len() as u64;
+    let server_cpu = cpu_delta(server0, server1);
+    let per_delivery = server_cpu.map(|c| c * 1e6 / received.max(1) as f64);
+    let latency = percentiles(lat);
+    let summary = format!(
+        "fanout{}: {clients} clients in {rooms} rooms, {senders} senders, {rate} msg/s for {seconds} s: {received}/{expected} delivered ({} lost), {:.0} deliveries/s; latency p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; server CPU {}; generator CPU {:.2} s",
+        if target.baseline { " (baseline)" } else { "" },
+        expected.saturating_sub(received),
+        received as f64 / elapsed,
+        latency["p50_ms"], latency["p99_ms"], latency["p999_ms"], latency["max_ms"],
+        per_delivery.map_or("n/a".into(), |u| format!("{u:.2} µs per delivery")),
+        gen1 - gen0,
+    );
+    let line = json!({
+        "baseline": target.baseline, "clients": clients, "rooms": rooms, "senders": senders, "rate": rate,
+        "seconds": seconds, "join_failures": failed, "sent": sent, "expected": expected, "received": received,
+        "loss": expected.saturating_sub(received), "deliveries_per_s": received as f64 / elapsed, "latency": latency,
+        "server_cpu_s": server_cpu, "server_cpu_us_per_delivery": per_delivery,
+        "server_peak_rss_kb": server1.map(|s| s.hwm_kb), "generator_cpu_s": gen1 - gen0,
+    });
+    report("fanout", line, summary);
+}
+
+async fn idle(target: Arc<Target>, clients: usize, rooms: usize, seconds: u64) {
+    let room_list = Arc::new(target.rooms(rooms).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = target.server();
+    let crowd = join_all(&target, &room_list, clients, 256, "i").await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = target.server();
+    let joined = crowd.members.len();
+    let per_conn = match (before, after) {
+        (Some(a), Some(b)) => {
+            Some((b.rss_kb.saturating_sub(a.rss_kb) as f64) * 1024.0 / joined.max(1) as f64)
+        }
+        _ => None,
+    };
+    let summary = format!(
+        "idle: {joined} joined connections held {seconds} s; server RSS {} → {} KiB: {} bytes per connection",
+        before.map_or(0, |s| s.rss_kb), after.map_or(0, |s| s.rss_kb), per_conn.map_or("n/a".into(), |b| format!("{b:.0}")),
+    );
+    let line = json!({
+        "baseline": target.baseline, "clients": clients, "rooms": rooms, "joined": joined, "join_failures": crowd.failed,
+        "server_rss_before_kb": before.map(|s| s.rss_kb), "server_rss_after_kb": after.map(|s| s.rss_kb),
+        "bytes_per_connection": per_conn,
+    });
+    report("idle", line, summary);
+}
+
+async fn ramp(target: Arc<Target>, clients: usize, rooms: usize, concurrency: usize) {
+    let room_list = Arc::new(target.rooms(rooms).await);
+    let (server0, gen0, started) = (target.server(), own_cpu(), Instant::now());
+    let crowd = join_all(&target, &room_list, clients, concurrency, "r").await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (server1, gen1) = (target.server(), own_cpu());
+    let joined = crowd.members.len();
+    let latency = percentiles(crowd.join_latencies);
+    let summary = format!(
+        "ramp: {joined} joins into {rooms} rooms in {elapsed:.2} s: {:.0} joins/s; join latency p50 {} ms, p99 {} ms, max {} ms; {} failed; server CPU {:.2} s; generator CPU {:.2} s",
+        joined as f64 / elapsed, latency["p50_ms"], latency["p99_ms"], latency["max_ms"], crowd.failed,
+        cpu_delta(server0, server1).unwrap_or(0.0), gen1 - gen0,
+    );
+    let line = json!({
+        "baseline": target.baseline, "clients": clients, "rooms": rooms, "joined": joined, "join_failures": crowd.failed,
+        "joins_per_s": joined as f64 / elapsed, "join_latency": latency, "server_cpu_s": cpu_delta(server0, server1),
+        "generator_cpu_s": gen1 - gen0,
+    });
+    report("ramp", line, summary);
+}
+
+async fn join_storm(target: Arc<Target>, members: usize, joins: usize, rate: f64) {
+    let room_list = Arc::new(target.rooms(1).await);
+    let crowd = join_all(&target, &room_list, members, 256, "e").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let storm = {
+        let (target, rooms) = (target.clone(), room_list.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let started = Instant::now();
+            let crowd = join_all(&target, &rooms, joins, joins, "s").await;
+            (
+                crowd.members.len(),
+                crowd.failed,
+                started.elapsed().as_secs_f64(),
+                percentiles(crowd.join_latencies),
+            )
+        })
+    };
+    let senders = 10.min(members);
+    let chatting = tokio::spawn(chat(crowd, senders, rate, 6.0, 0, Duration::from_secs(1)));
+    let Ok((joined, failed, took, join_latency)) = storm.await else {
+        return;
+    };
+    let Ok((_, seen, _)) = chatting.await else {
+        return;
+    };
+    let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
+    let latency = percentiles(lat);
+    let summary = format!(
+        "join-storm: {joined} joins at once ({failed} failed) in {took:.2} s = {:.0} joins/s (p99 {} ms) while {members} members chat at {rate} msg/s: their p99 {} ms, max {} ms",
+        joined as f64 / took, join_latency["p99_ms"], latency["p99_ms"], latency["max_ms"],
+    );
+    let line = json!({
+        "members": members, "joins": joins, "joined": joined, "join_failures": failed, "joins_per_s": joined as f64 / took,
+        "join_latency": join_latency, "member_latency": latency,
+    });
+    report("join-storm", line, summary);
+}
+
+async fn slow_reader(target: Arc<Target>, members: usize, rate: f64, bytes: usize, seconds: u64) {
+    let room_list = Arc::new(target.rooms(1).await);
+    let crowd = join_all(&target, &room_list, members, 64, "o").await;
+    let slow_socket = match target.join(&room_list[0], "slow").await {
+        Ok(s) => s,
+        Err(e) => return eprintln!("slow member could not join: {e}"),
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = target.server();
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (target, peak) = (target.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(s) = target.server() {
+                    peak.fetch_max(s.rss_kb, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let others = crowd.members.len() as u64;
+    let (per_room, seen, _) = chat(
+        crowd,
+        2,
+        rate,
+        seconds as f64,
+        bytes,
+        Duration::from_secs(2),
+    )
+    .await;
+    sampler.abort();
+    let sent: u64 = per_room.values().sum();
+    let received: u64 = seen.iter().map(|s| s.latencies.len() as u64).sum();
+    let expected = sent * others;
+    // Now read the slow member's socket: its backlog, then (if it was cut off) the close.
+    let mut close = None;
+    let mut got = 0u64;
+    let (_, mut stream) = slow_socket.split();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        match m {
+            Message::Text(_) => got += 1,
+            Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let growth_kb = before.map(|b| peak.load(Ordering::Relaxed).saturating_sub(b.rss_kb));
+    let summary = format!(
+        "slow-reader: {members} members, {rate} msg/s of {bytes} bytes for {seconds} s ({sent} sent): others got {received}/{expected} ({} lost); the slow member read {got} and then {}; server RSS growth {} KiB",
+        expected.saturating_sub(received),
+        close.map_or("no close".into(), |c| format!("close {c}")),
+        growth_kb.map_or("n/a".into(), |g| g.to_string()),
+    );
+    let line = json!({
+        "members": members, "rate": rate, "bytes": bytes, "seconds": seconds, "sent": sent, "expected": expected,
+        "received": received, "loss": expected.saturating_sub(received), "slow_close": close, "slow_read": got,
+        "server_rss_growth_kb": growth_kb,
+    });
+    report("slow-reader", line, summary);
+}
+
+/// The bare relay: every text frame goes to every socket on the same path. Nothing is parsed.
+/// tungstenite's callback type fixes the error type; it is never returned here.
+#[allow(clippy::result_large_err)]
+async fn serve_baseline(bind: &str) -> std::io::Result<()> {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    type Peers =
+        Arc<Mutex<HashMap<String, Vec<(u64, tokio::sync::mpsc::UnboundedSender<Message>)>>>>;
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    eprintln!("baseline relay on {}", listener.local_addr()?);
+    let rooms: Peers = Arc::default();
+    let ids = Arc::new(AtomicU64::new(0));
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let (rooms, id) = (rooms.clone(), ids.fetch_add(1, Ordering::Relaxed));
+        tokio::spawn(async move {
+            let mut path = String::new();
+            let Ok(ws) =
+                tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {
+                    path = req.uri().path().to_owned();
+                    Ok(resp)
+                })
+                .await
+            else {
+                return;
+            };
+            let (mut sink, mut stream) = ws.split();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+            rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(path.clone())
+                .or_default()
+                .push((id, tx));
+            let writer = tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(Ok(message)) = stream.next().await {
+                if let Message::Text(text) = message {
+                    let peers = rooms.lock().unwrap_or_else(|e| e.into_inner());
+                    for (_, peer) in peers.get(&path).into_iter().flatten() {
+                        let _ = peer.send(Message::Text(text.clone()));
+                    }
+                }
+            }
+            rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(path)
+                .or_default()
+                .retain(|(i, _)| *i != id);
+            writer.abort();
+        });
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let scenario = cli.scenario.clone();
+    if let Scenario::Baseline { bind } = &scenario {
+        // The relay gets the cores the server would get.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build();
+        return match runtime.map(|rt| rt.block_on(serve_baseline(bind))) {
+            Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("baseline: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    // One thread for the generator, so its CPU figure is easy to read.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let target = Arc::new(Target {
+        api: Api::new(&cli.server),
+        baseline: cli.baseline,
+        server_pid: cli.server_pid.map(|p| p.to_string()),
+    });
+    runtime.block_on(async move {
+        match scenario {
+            Scenario::Fanout {
+                clients,
+                rooms,
+                senders,
+                rate,
+                seconds,
+            } => fanout(target, clients, rooms, senders, rate, seconds).await,
+            Scenario::Idle {
+                clients,
+                rooms,
+                seconds,
+            } => idle(target, clients, rooms, seconds).await,
+            Scenario::Ramp {
+                clients,
+                rooms,
+                concurrency,
+            } => ramp(target, clients, rooms, concurrency).await,
+            Scenario::JoinStorm {
+                members,
+                joins,
+                rate,
+            } => join_storm(target, members, joins, rate).await,
+            Scenario::SlowReader {
+                members,
+                rate,
+                bytes,
+                seconds,
+            } => slow_reader(target, members, rate, bytes, seconds).await,
+            Scenario::Baseline { .. } => {}
+        }
+    });
+    std::process::ExitCode::SUCCESS
+}
