@@ -174,7 +174,7 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   await alice.page.setInputFiles('#file-input', { name: 'red.png', mimeType: 'image/png', buffer: PNG });
   const img = messages(bob.page).locator('img[alt="red.png"]');
   await img.waitFor();
-  assert.equal(await img.evaluate((i) => i.complete && i.naturalWidth), 2);
+  assert.equal(await img.evaluate(async (i) => { await i.decode(); return i.naturalWidth; }), 2);
 
   // A message sealed under another key (a member with a broken client, or a forger) shows as
   // undecryptable, never as garbage.
@@ -216,6 +216,7 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   // Unsend removes it on both sides.
   await messages(alice.page).locator('.msg.own', { hasText: 'hello from alice' }).getByRole('button', { name: 'Unsend this message' }).click();
   await messages(bob.page).getByText('A message was unsent by alice.').waitFor();
+  await messages(alice.page).getByText('You unsent a message.').waitFor();
   assert.equal(await messages(bob.page).getByText('hello from alice 🌍').count(), 0);
   assert.equal(await messages(alice.page).getByText('hello from alice 🌍').count(), 0);
 
