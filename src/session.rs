@@ -15,8 +15,9 @@ use bytestring::ByteString;
 use futures_util::StreamExt as _;
 
 use crate::{
+    credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Entry, Outbox, Refused, Room, Secret},
+    hub::{ConnId, Entry, Outbox, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, ServerFrame},
     ratelimit::{retry_after_ms, Bucket},
     startup::AppState,
@@ -321,29 +322,30 @@ async fn prove(
         .map_err(|_| ErrorCode::StoreUnavailable)?
         .ok_or(ErrorCode::RoomNotFound)?;
     let auth = Auth::parse(&join.auth).map_err(|_| ErrorCode::InvalidCredentials)?;
-    let auth_digest = found
-        .prove(&state.credentials, Secret::Auth, auth.as_bytes())
+    let credentials = &state.credentials;
+    if !credentials
+        .prove(&found.record, Secret::Auth, auth.as_bytes())
         .await
-        .ok_or(ErrorCode::InvalidCredentials)?;
-    let admin_digest = match join.admin_password.as_deref() {
-        None => None,
+    {
+        return Err(ErrorCode::InvalidCredentials);
+    }
+    let admin = match join.admin_password.as_deref() {
+        None => false,
         Some(text) => {
             let password = AdminPassword::parse(text).map_err(|_| ErrorCode::InvalidCredentials)?;
-            let digest = found
-                .prove(&state.credentials, Secret::Admin, password.as_bytes())
+            if !credentials
+                .prove(&found.record, Secret::Admin, password.as_bytes())
                 .await
-                .ok_or(ErrorCode::InvalidCredentials)?;
-            Some(digest)
+            {
+                return Err(ErrorCode::InvalidCredentials);
+            }
+            true
         }
     };
     let room = found
         .live
         .unwrap_or_else(|| state.hub.open(&room_id, found.record));
-    room.verifiers.remember(Secret::Auth, auth_digest);
-    if let Some(digest) = admin_digest {
-        room.verifiers.remember(Secret::Admin, digest);
-    }
-    Ok((room, admin_digest.is_some()))
+    Ok((room, admin))
 }
 
 /// The member's send allowance: frames and bytes per 10 seconds.

@@ -17,7 +17,7 @@ use crate::{
         Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, StoreError,
     },
     domain::RoomId,
-    hub::{Hub, QueueLimits, Room, Secret},
+    hub::{Hub, QueueLimits, Room},
     protocol::Limits,
     ratelimit::Limiters,
     routes::{self, OriginPolicy},
@@ -55,32 +55,6 @@ pub struct AppState {
 pub struct Found {
     pub live: Option<Arc<Room>>,
     pub record: RoomRecord,
-}
-
-impl Found {
-    /// Whether `secret` is the room's auth proof or admin password. A live room that has seen it
-    /// accepted answers with an HMAC; otherwise argon2 decides. On success, returns the digest
-    /// for the room to remember.
-    pub async fn prove(
-        &self,
-        credentials: &Credentials,
-        which: Secret,
-        secret: &[u8],
-    ) -> Option<[u8; 32]> {
-        let digest = credentials.pepper().verifier(&self.record.id_hash, secret);
-        if self
-            .live
-            .as_ref()
-            .is_some_and(|room| room.verifiers.knows(which, &digest))
-        {
-            return Some(digest);
-        }
-        let phc = match which {
-            Secret::Auth => &self.record.auth_hash,
-            Secret::Admin => &self.record.admin_hash,
-        };
-        credentials.verify(secret, phc).await.then_some(digest)
-    }
 }
 
 impl AppState {
@@ -240,6 +214,8 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, &static_dir))
         })
         .workers(workers)
+        // Chat frames are small and latency matters more than packet count.
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(state.config.shutdown_grace_secs)
         .listen(listener)?

@@ -19,7 +19,9 @@ use ephemera::client::{crypto, Api};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::{net::TcpStream, sync::Semaphore};
-use tokio_tungstenite::{connect_async, tungstenite::Message, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{
+    connect_async_with_config, tungstenite::Message, MaybeTlsStream, WebSocketStream,
+};
 use tokio_util::sync::CancellationToken;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -183,7 +185,8 @@ impl Target {
 
     /// Connects and joins; returns the socket once `welcome` is in (at once for the baseline).
     async fn join(&self, room: &(String, String), name: &str) -> Result<Socket, String> {
-        let (mut socket, _) = connect_async(self.api.ws_url(&room.0))
+        // Browsers disable Nagle on WebSockets; so does the generator.
+        let (mut socket, _) = connect_async_with_config(self.api.ws_url(&room.0), None, true)
             .await
             .map_err(|e| e.to_string())?;
         let join = json!({ "type": "join", "name": name, "auth": room.1 });
@@ -680,9 +683,18 @@ async fn serve_baseline(bind: &str) -> std::io::Result<()> {
                 .entry(path.clone())
                 .or_default()
                 .push((id, tx));
+            // Everything queued goes out in one write, as a good relay does.
             let writer = tokio::spawn(async move {
                 while let Some(m) = rx.recv().await {
-                    if sink.send(m).await.is_err() {
+                    if sink.feed(m).await.is_err() {
+                        break;
+                    }
+                    while let Ok(m) = rx.try_recv() {
+                        if sink.feed(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
                         break;
                     }
                 }

@@ -409,15 +409,18 @@ impl RoomClient {
         Ok(seqs)
     }
 
-    fn send_frame(&self, frame: Value) -> Result<(), SendError> {
+    fn push(&self, message: Message) -> Result<(), SendError> {
         let out = self
             .inner
             .state()
             .out
             .clone()
             .ok_or(SendError::Disconnected)?;
-        out.send(Message::text(frame.to_string()))
-            .map_err(|_| SendError::Disconnected)
+        out.send(message).map_err(|_| SendError::Disconnected)
+    }
+
+    fn send_frame(&self, frame: Value) -> Result<(), SendError> {
+        self.push(Message::text(frame.to_string()))
     }
 
     pub fn unsend(&self, seq: u64) -> Result<(), SendError> {
@@ -432,28 +435,13 @@ impl RoomClient {
         self.send_frame(json!({ "type": "delete_room" }))
     }
 
-    pub fn typing(&self, active: bool) -> Result<(), SendError> {
-        self.send_frame(json!({ "type": "typing", "active": active }))
-    }
-
     /// Leaves the room with a normal close.
     pub fn leave(&self) {
         self.inner.leaving.store(true, Ordering::Release);
-        let _ = self.send_frame_close();
-    }
-
-    fn send_frame_close(&self) -> Result<(), SendError> {
-        let out = self
-            .inner
-            .state()
-            .out
-            .clone()
-            .ok_or(SendError::Disconnected)?;
-        out.send(Message::Close(Some(CloseFrame {
+        let _ = self.push(Message::Close(Some(CloseFrame {
             code: 1000.into(),
             reason: "bye".into(),
-        })))
-        .map_err(|_| SendError::Disconnected)
+        })));
     }
 }
 

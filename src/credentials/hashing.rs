@@ -1,10 +1,9 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Algorithm, Argon2, Params, Version,
 };
-use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -12,16 +11,20 @@ pub enum HashError {
     Params(argon2::Error),
     #[error("argon2 failed: {0}")]
     Hash(argon2::password_hash::Error),
-    #[error("the hashing task was lost")]
+    #[error("the hashing threads are gone")]
     Join,
 }
 
-/// argon2id on the blocking pool, at most `threads` runs at once: a burst of joins waits for a
-/// permit instead of taking every blocking thread, and the async executor never runs a hash.
+type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
+
+/// argon2id on a fixed pool of `threads` dedicated threads: a burst of joins queues up instead
+/// of taking every blocking thread, the async executor never runs a hash, and memory stays at
+/// `threads` × the argon2 memory cost (each thread reuses its allocator arena; on the shared
+/// blocking pool, hundreds of threads each kept their own 19 MiB). The threads end when the
+/// last handle is dropped.
 #[derive(Clone)]
 pub struct Hasher {
-    params: Params,
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl Hasher {
@@ -33,25 +36,42 @@ impl Hasher {
     ) -> Result<Self, HashError> {
         let params = Params::new(memory_kib, iterations, parallelism, Some(32))
             .map_err(HashError::Params)?;
-        Ok(Self {
-            params,
-            permits: Arc::new(Semaphore::new(threads.max(1))),
-        })
-    }
-
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads.max(1) {
+            let (queue, params) = (queue.clone(), params.clone());
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+                    loop {
+                        // The lock is held only while waiting for the next job, never during one.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => break,
+                        };
+                        match job {
+                            Ok(job) => job(&argon2),
+                            Err(_) => break,
+                        }
+                    }
+                })
+                .map_err(|_| HashError::Join)?;
+        }
+        Ok(Self { jobs })
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+        job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|_| HashError::Join)?;
-        let argon2 = self.argon2();
-        tokio::task::spawn_blocking(move || job(argon2))
-            .await
-            .map_err(|_| HashError::Join)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |argon2| {
+                let _ = tx.send(job(argon2));
+            }))
+            .map_err(|_| HashError::Join)?;
+        rx.await.map_err(|_| HashError::Join)
     }
 
     /// A PHC string (`$argon2id$v=19$m=…`) with a fresh random salt.

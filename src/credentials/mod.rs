@@ -5,6 +5,7 @@ mod embedded;
 mod hashing;
 mod mongo;
 mod store;
+mod verifiers;
 
 use std::{path::Path, sync::Arc};
 
@@ -15,6 +16,7 @@ pub use embedded::EmbeddedStore;
 pub use hashing::{HashError, Hasher};
 pub use mongo::MongoStore;
 pub use store::{ListedRoom, RoomRecord, RoomStore, StoreError};
+pub use verifiers::{Secret, Verifiers};
 
 use crate::domain::RoomId;
 
@@ -129,7 +131,11 @@ pub struct Credentials {
     pepper: Pepper,
     metrics: crate::telemetry::Metrics,
     ttl: std::time::Duration,
+    verifiers: Arc<Verifiers>,
 }
+
+/// How many rooms' accepted-proof digests are kept in memory.
+const VERIFIER_CAPACITY: usize = 100_000;
 
 /// Why a room could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +171,7 @@ impl Credentials {
             pepper,
             metrics,
             ttl,
+            verifiers: Arc::new(Verifiers::new(VERIFIER_CAPACITY)),
         }
     }
 
@@ -215,7 +222,16 @@ impl Credentials {
             expires_at: now + self.ttl,
         };
         match self.timed("insert", self.store.insert(&record)).await {
-            Ok(()) => Ok(record),
+            Ok(()) => {
+                // The creator just proved both secrets: the room's first joins need no argon2.
+                self.verifiers.forget(&record.id_hash);
+                let id = &record.id_hash;
+                let auth = self.pepper.verifier(id, new.auth.as_bytes());
+                let admin = self.pepper.verifier(id, new.admin_password.as_bytes());
+                self.verifiers.remember(id, Secret::Auth, auth);
+                self.verifiers.remember(id, Secret::Admin, admin);
+                Ok(record)
+            }
             Err(StoreError::Exists) => Err(CreateError::Exists),
             Err(StoreError::Unavailable(e)) => Err(CreateError::Unavailable(e)),
         }
@@ -227,8 +243,10 @@ impl Credentials {
     }
 
     pub async fn delete(&self, room_id: &RoomId) -> Result<bool, StoreError> {
-        self.timed("delete", self.store.delete(&self.pepper.room_hash(room_id)))
-            .await
+        let id_hash = self.pepper.room_hash(room_id);
+        let deleted = self.timed("delete", self.store.delete(&id_hash)).await?;
+        self.verifiers.forget(&id_hash);
+        Ok(deleted)
     }
 
     pub async fn listed(&self) -> Result<Vec<ListedRoom>, StoreError> {
@@ -257,9 +275,38 @@ impl Credentials {
         });
     }
 
+    /// Whether `secret` is the room's auth proof or admin password: an HMAC when argon2 has
+    /// accepted it before, otherwise argon2, one run per room at a time.
+    pub async fn prove(&self, record: &RoomRecord, which: Secret, secret: &[u8]) -> bool {
+        let id = &record.id_hash;
+        let digest = self.pepper.verifier(id, secret);
+        if self.verifiers.knows(id, which, &digest) {
+            return true;
+        }
+        let gate = self.verifiers.gate(id);
+        let proven = {
+            let _turn = gate.lock().await;
+            if self.verifiers.knows(id, which, &digest) {
+                true
+            } else {
+                let phc = match which {
+                    Secret::Auth => &record.auth_hash,
+                    Secret::Admin => &record.admin_hash,
+                };
+                let ok = self.verify(secret, phc).await;
+                if ok {
+                    self.verifiers.remember(id, which, digest);
+                }
+                ok
+            }
+        };
+        self.verifiers.release(id, gate);
+        proven
+    }
+
     /// Checks a secret against a stored argon2id hash. An internal failure counts as a mismatch
     /// (and is logged), so it can never let anyone in.
-    pub async fn verify(&self, secret: &[u8], phc: &str) -> bool {
+    async fn verify(&self, secret: &[u8], phc: &str) -> bool {
         match self.hasher.verify(secret.to_vec(), phc.to_owned()).await {
             Ok(ok) => ok,
             Err(e) => {

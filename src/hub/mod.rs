@@ -13,7 +13,7 @@ use std::sync::{
 use dashmap::DashMap;
 
 pub use outbox::{OutboundBody, Outbox, PushError, QueueLimits};
-pub use room::{ConnId, MemberId, Relayed, Room, Secret, Verifiers, SEQ_MEMORY};
+pub use room::{ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
     bot::Bot,

@@ -6,13 +6,12 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Mutex, MutexGuard, OnceLock},
+    sync::{Mutex, MutexGuard},
     time::Instant,
 };
 
 use bytestring::ByteString;
 use serde_json::value::RawValue;
-use subtle::ConstantTimeEq;
 
 use super::outbox::Outbox;
 use crate::{
@@ -115,34 +114,6 @@ impl RoomState {
     }
 }
 
-/// The two secrets a room has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secret {
-    Auth,
-    Admin,
-}
-
-/// Digests of secrets argon2 has accepted for this room (see
-/// [`crate::credentials::Pepper::verifier`]), one per kind of secret.
-#[derive(Default)]
-pub struct Verifiers([OnceLock<[u8; 32]>; 2]);
-
-impl Verifiers {
-    fn slot(&self, which: Secret) -> &OnceLock<[u8; 32]> {
-        &self.0[which as usize]
-    }
-
-    pub fn knows(&self, which: Secret, digest: &[u8; 32]) -> bool {
-        self.slot(which)
-            .get()
-            .is_some_and(|known| bool::from(known.ct_eq(digest)))
-    }
-
-    pub fn remember(&self, which: Secret, digest: [u8; 32]) {
-        let _ = self.slot(which).set(digest);
-    }
-}
-
 /// Counts of what a relay delivered, for the metrics.
 pub struct Relayed {
     pub recipients: usize,
@@ -154,7 +125,6 @@ pub struct Room {
     /// The credentials as they were when the room went live: joins into a live room need no
     /// store round trip, and keep working while the store is down.
     pub record: RoomRecord,
-    pub verifiers: Verifiers,
     /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`].
     extended: Mutex<Option<Instant>>,
     state: Mutex<RoomState>,
@@ -165,7 +135,6 @@ impl Room {
         Self {
             id,
             record,
-            verifiers: Verifiers::default(),
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
                 members: Vec::new(),

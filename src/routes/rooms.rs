@@ -5,9 +5,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
 use crate::{
+    credentials::Secret,
     credentials::{CreateError, NewRoom},
     domain::{AdminPassword, Auth, RoomId, Title},
-    hub::Secret,
     startup::AppState,
 };
 
@@ -149,10 +149,12 @@ pub async fn delete(
         .ok_or(ApiError::RoomNotFound)?;
     let proven = match AdminPassword::parse(&request.admin_password) {
         Err(_) => false,
-        Ok(password) => found
-            .prove(&state.credentials, Secret::Admin, password.as_bytes())
-            .await
-            .is_some(),
+        Ok(password) => {
+            state
+                .credentials
+                .prove(&found.record, Secret::Admin, password.as_bytes())
+                .await
+        }
     };
     if !proven {
         state.limiters.join_failed(ip, &room_path);
