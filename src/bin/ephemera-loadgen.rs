@@ -290,10 +290,21 @@ fn spawn_reader(
 type Sink = futures_util::stream::SplitSink<Socket, Message>;
 
 /// Sends `rate` messages per second, each padded with `padding` bytes, for `seconds`; returns
-/// the sink and how many it sent.
-async fn send_for(mut sink: Sink, rate: f64, seconds: f64, padding: usize) -> (Sink, u64) {
+/// the sink and how many it sent. `phase` (0..1) shifts the first tick by that fraction of a
+/// period, so that several senders spread their messages evenly instead of all firing at once
+/// (in phase, 100 senders made bursts of 100 messages, and every latency figure measured the
+/// burst, not the server).
+async fn send_for(
+    mut sink: Sink,
+    rate: f64,
+    seconds: f64,
+    padding: usize,
+    phase: f64,
+) -> (Sink, u64) {
     let pad = "x".repeat(padding);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(phase), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut n = 0u64;
@@ -413,7 +424,8 @@ async fn chat(
             let room = m.room;
             let share = rate / senders as f64;
             sending.push(tokio::spawn(async move {
-                let (sink, n) = send_for(m.sink, share, seconds, padding).await;
+                let phase = i as f64 / senders as f64;
+                let (sink, n) = send_for(m.sink, share, seconds, padding, phase).await;
                 (room, n, sink)
             }));
         } else {
