@@ -67,7 +67,7 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
-    /// Most argon2 runs at once, on the blocking pool (0 = one per CPU).
+    /// Threads dedicated to argon2, so at most this many runs at once (0 = one per CPU).
     #[arg(long, env = "EPHEMERA_HASH_THREADS", default_value_t = 0)]
     pub hash_threads: usize,
 
