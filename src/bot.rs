@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::{
-    hub::{ConnId, Room},
+    hub::{Audience, ConnId, Room},
     protocol::{now_ms, BotEvent, MemberView, ServerFrame},
 };
 
@@ -20,17 +20,20 @@ enum Event {
         admin: bool,
         pubkey: Option<String>,
         count: usize,
+        audience: Audience,
     },
     Left {
         room: Arc<Room>,
         name: String,
         count: usize,
+        audience: Audience,
     },
     Kicked {
         room: Arc<Room>,
         name: String,
         by: String,
         count: usize,
+        audience: Audience,
     },
 }
 
@@ -61,7 +64,14 @@ impl Bot {
         Self { tx }
     }
 
-    pub fn joined(&self, room: Arc<Room>, conn: ConnId, member: &MemberView<'_>, count: usize) {
+    pub fn joined(
+        &self,
+        room: Arc<Room>,
+        conn: ConnId,
+        member: &MemberView<'_>,
+        count: usize,
+        audience: Audience,
+    ) {
         let _ = self.tx.send(Event::Joined {
             room,
             conn,
@@ -69,23 +79,26 @@ impl Bot {
             admin: member.admin,
             pubkey: member.pubkey.map(str::to_owned),
             count,
+            audience,
         });
     }
 
-    pub fn left(&self, room: Arc<Room>, name: &str, count: usize) {
+    pub fn left(&self, room: Arc<Room>, name: &str, count: usize, audience: Audience) {
         let _ = self.tx.send(Event::Left {
             room,
             name: name.to_owned(),
             count,
+            audience,
         });
     }
 
-    pub fn kicked(&self, room: Arc<Room>, name: &str, by: &str, count: usize) {
+    pub fn kicked(&self, room: Arc<Room>, name: &str, by: &str, count: usize, audience: Audience) {
         let _ = self.tx.send(Event::Kicked {
             room,
             name: name.to_owned(),
             by: by.to_owned(),
             count,
+            audience,
         });
     }
 }
@@ -100,6 +113,7 @@ fn announce(event: Event) {
             admin,
             pubkey,
             count,
+            audience,
         } => {
             let greeting = format!(
                 "Welcome, {name}. {}. Nothing said here is stored: messages vanish when you leave.",
@@ -127,9 +141,14 @@ fn announce(event: Event) {
                 text: &text,
                 ts,
             };
-            room.announce(&join.encode(), Some(conn));
+            room.announce(&join.encode(), &audience);
         }
-        Event::Left { room, name, count } => {
+        Event::Left {
+            room,
+            name,
+            count,
+            audience,
+        } => {
             let text = format!("{name} left. {}.", members_phrase(count));
             let frame = ServerFrame::Bot {
                 event: BotEvent::Leave,
@@ -139,13 +158,14 @@ fn announce(event: Event) {
                 text: &text,
                 ts,
             };
-            room.announce(&frame.encode(), None);
+            room.announce(&frame.encode(), &audience);
         }
         Event::Kicked {
             room,
             name,
             by,
             count,
+            audience,
         } => {
             let text = format!("{name} was removed by {by}. {}.", members_phrase(count));
             let frame = ServerFrame::Bot {
@@ -156,7 +176,7 @@ fn announce(event: Event) {
                 text: &text,
                 ts,
             };
-            room.announce(&frame.encode(), None);
+            room.announce(&frame.encode(), &audience);
         }
     }
 }

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub joins: IntCounterVec,
     pub store_seconds: HistogramVec,
     pub slow_readers: IntCounter,
+    pub argon2_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +62,14 @@ impl Metrics {
                 "Members closed with 1013 because their outbound queue overflowed",
             )
             .unwrap(),
+            argon2_runs: IntCounterVec::new(
+                Opts::new(
+                    "ephemera_argon2_runs_total",
+                    "argon2id computations by purpose",
+                ),
+                &["op"],
+            )
+            .unwrap(),
             registry,
         };
         #[allow(clippy::unwrap_used)]
@@ -74,6 +83,7 @@ impl Metrics {
             r.register(Box::new(metrics.joins.clone())).unwrap();
             r.register(Box::new(metrics.store_seconds.clone())).unwrap();
             r.register(Box::new(metrics.slow_readers.clone())).unwrap();
+            r.register(Box::new(metrics.argon2_runs.clone())).unwrap();
         }
         metrics
     }

@@ -200,6 +200,10 @@ impl Credentials {
 
     /// Hashes both secrets (in parallel, on the blocking pool) and stores the room.
     pub async fn create(&self, new: NewRoom) -> Result<RoomRecord, CreateError> {
+        self.metrics
+            .argon2_runs
+            .with_label_values(&["hash"])
+            .inc_by(2);
         let (auth_hash, admin_hash) = tokio::try_join!(
             self.hasher.hash(new.auth.as_bytes().to_vec()),
             self.hasher.hash(new.admin_password.as_bytes().to_vec()),
@@ -307,6 +311,10 @@ impl Credentials {
     /// Checks a secret against a stored argon2id hash. An internal failure counts as a mismatch
     /// (and is logged), so it can never let anyone in.
     async fn verify(&self, secret: &[u8], phc: &str) -> bool {
+        self.metrics
+            .argon2_runs
+            .with_label_values(&["verify"])
+            .inc();
         match self.hasher.verify(secret.to_vec(), phc.to_owned()).await {
             Ok(ok) => ok,
             Err(e) => {

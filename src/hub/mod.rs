@@ -13,7 +13,7 @@ use std::sync::{
 use dashmap::DashMap;
 
 pub use outbox::{OutboundBody, Outbox, PushError, QueueLimits};
-pub use room::{ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
+pub use room::{Audience, ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
     bot::Bot,
@@ -169,8 +169,14 @@ impl Hub {
         .encode();
         let _ = me.outbox.push(&welcome);
         if fresh {
-            self.bot
-                .joined(room.clone(), me.conn, &me.view(), state.members.len());
+            let audience = state.audience(Some(me.conn));
+            self.bot.joined(
+                room.clone(),
+                me.conn,
+                &me.view(),
+                state.members.len(),
+                audience,
+            );
         }
         Ok(me.id)
     }
@@ -183,8 +189,12 @@ impl Hub {
             return;
         };
         let gone = state.members.remove(index);
-        self.bot
-            .left(room.clone(), gone.name.as_ref(), state.members.len());
+        self.bot.left(
+            room.clone(),
+            gone.name.as_ref(),
+            state.members.len(),
+            state.audience(None),
+        );
         if state.members.is_empty() {
             state.closed = true;
             self.forget(room);
@@ -235,6 +245,7 @@ impl Hub {
             gone.name.as_ref(),
             &by_name,
             state.members.len(),
+            state.audience(None),
         );
         if state.members.is_empty() {
             state.closed = true;

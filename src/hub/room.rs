@@ -24,8 +24,19 @@ use crate::{
 pub const SEQ_MEMORY: usize = 10_000;
 
 /// One socket's identity, unique for the life of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
+
+/// The members present when something happened, who alone are told of it: a member who joins
+/// afterwards already has the news in its `welcome`, and the bot, which speaks later on its own
+/// task, must not tell it again with a stale count.
+pub struct Audience(Vec<ConnId>);
+
+impl Audience {
+    fn contains(&self, conn: ConnId) -> bool {
+        self.0.binary_search(&conn).is_ok()
+    }
+}
 
 /// A member's identity across reconnects: a socket replaced with the `session` token keeps it,
 /// so the member can still unsend what it sent before the blip.
@@ -82,6 +93,18 @@ impl RoomState {
 
     fn by_id(&self, id: MemberId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Everyone present but `except`.
+    pub fn audience(&self, except: Option<ConnId>) -> Audience {
+        let mut conns: Vec<ConnId> = self
+            .members
+            .iter()
+            .map(|m| m.conn)
+            .filter(|c| Some(*c) != except)
+            .collect();
+        conns.sort_unstable();
+        Audience(conns)
     }
 
     pub fn views(&self) -> Vec<MemberView<'_>> {
@@ -320,8 +343,15 @@ impl Room {
         }
     }
 
-    /// Pushes a frame to every member but `except`.
-    pub fn announce(&self, frame: &ByteString, except: Option<ConnId>) {
-        self.lock().deliver(frame, except);
+    /// Pushes a frame to the members of `audience` who are still here.
+    pub fn announce(&self, frame: &ByteString, audience: &Audience) {
+        for member in self
+            .lock()
+            .members
+            .iter()
+            .filter(|m| audience.contains(m.conn))
+        {
+            let _ = member.outbox.push(frame);
+        }
     }
 }

@@ -99,7 +99,18 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(data_dir.path());
     tweak(&mut config);
-    let app = Application::build(config).await.expect("server starts");
+    // A server stopped just before (a restart test) may still be letting go of the store file.
+    let mut tries = 0;
+    let app = loop {
+        match Application::build(config.clone()).await {
+            Ok(app) => break app,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("server starts: {e}"),
+        }
+    };
     let port = app.port();
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

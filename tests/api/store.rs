@@ -270,3 +270,38 @@ async fn a_successful_join_pushes_the_expiry_forward() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A crowd arriving at a room this server did not create (a restart emptied its memory) pays
+/// for one argon2 verification, not one per member; a wrong proof still pays its own.
+#[tokio::test]
+async fn a_crowd_at_a_cold_room_costs_one_argon2_run() {
+    let mut first = spawn_app().await;
+    let room = first.room().await;
+    first.stop().await;
+    let kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().unwrap());
+    drop(first);
+    let data_dir = kept.path().to_owned();
+    let app = spawn_app_with(|c| c.data_dir = data_dir).await;
+
+    let joins = (0..12).map(|i| {
+        let (app, room) = (&app, room.clone());
+        async move { app.join(&room, &format!("m{i}")).await }
+    });
+    let members = futures_util::future::join_all(joins).await;
+    assert_eq!(members.len(), 12);
+    let runs = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("ephemera_argon2_runs_total{op=\"verify\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|n| n.parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(runs(&app.get("/metrics").await.text().await.unwrap()), 1);
+
+    let mut wrong = app.connect(&room.id).await;
+    wrong
+        .send_json(&serde_json::json!({ "type": "join", "name": "x", "auth": random_auth() }))
+        .await;
+    wrong.refused("invalid_credentials", 4401).await;
+    assert_eq!(runs(&app.get("/metrics").await.text().await.unwrap()), 2);
+}
