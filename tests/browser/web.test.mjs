@@ -305,3 +305,29 @@ test('a terminal and a browser in one room read each other, room messages and DM
   listener.kill('SIGTERM');
   await web.context.close();
 });
+
+test('the home page deletes a room by its admin password, and says why when it cannot', async () => {
+  const admin = await person();
+  await admin.page.goto(base);
+  await admin.page.fill('#create-room', 'to-delete');
+  await admin.page.fill('#create-admin', 'delete-me-please');
+  await admin.page.click('#panel-create button[type=submit]');
+  await admin.page.locator('#create-result').waitFor();
+
+  await admin.page.click('#tab-delete');
+  await admin.page.fill('#delete-room', 'to-delete');
+  await admin.page.fill('#delete-admin', 'not the password');
+  await admin.page.click('#panel-delete button[type=submit]');
+  await admin.page.locator('#delete-error', { hasText: 'wrong' }).waitFor();
+
+  await admin.page.fill('#delete-admin', 'delete-me-please');
+  await admin.page.click('#panel-delete button[type=submit]');
+  await admin.page.locator('#delete-done', { hasText: 'deleted' }).waitFor();
+
+  // Keyboard: the tabs move with the arrow keys.
+  await admin.page.focus('#tab-delete');
+  await admin.page.keyboard.press('ArrowLeft');
+  assert.equal(await admin.page.getAttribute('#tab-join', 'aria-selected'), 'true');
+  assert.equal(await admin.page.isVisible('#panel-join'), true);
+  await admin.context.close();
+});
