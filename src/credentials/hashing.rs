@@ -87,9 +87,9 @@ impl Worker {
 
 /// argon2id on a fixed pool of `threads` dedicated threads: a burst of joins queues up instead
 /// of taking every blocking thread, the async executor never runs a hash, and memory stays at
-/// `threads` × the argon2 memory cost (each thread reuses its allocator arena; on the shared
-/// blocking pool, hundreds of threads each kept their own 19 MiB). The threads end when the
-/// last handle is dropped.
+/// `threads` × the argon2 memory cost, each thread reusing its own working memory (on the shared
+/// blocking pool, hundreds of threads had each kept 19 MiB). The threads end when the last
+/// handle is dropped.
 #[derive(Clone)]
 pub struct Hasher {
     jobs: std::sync::mpsc::Sender<Job>,
