@@ -424,14 +424,18 @@ async fn chat(
             other => return end(outbox, &other),
         };
         let frame = match ClientFrame::parse(&text) {
-            Ok(ClientFrame::Join(_)) | Err(_) => {
-                let txn = ClientFrame::parse(&text).err().and_then(|e| e.txn);
+            Ok(ClientFrame::Join(_)) => Err(None),
+            Ok(frame) => Ok(frame),
+            Err(e) => Err(e.txn),
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(txn) => {
                 if bad_frame(&mut bad, txn.as_deref(), outbox) {
                     return;
                 }
                 continue;
             }
-            Ok(frame) => frame,
         };
         bad = 0;
         let txn = match &frame {

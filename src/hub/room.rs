@@ -197,12 +197,13 @@ impl Room {
     /// `send`: a `message` to every member, the sender included.
     pub fn send(&self, conn: ConnId, txn: &str, body: &RawValue) -> Option<Relayed> {
         let mut state = self.lock();
-        let author = state.member(conn)?.id;
+        let index = state.members.iter().position(|m| m.conn == conn)?;
+        let author = state.members[index].id;
         let seq = state.next_seq(Sent {
             author,
             dm_to: None,
         });
-        let sender = state.member(conn)?;
+        let sender = &state.members[index];
         let frame = ServerFrame::Message {
             seq,
             ts: now_ms(),

@@ -521,15 +521,12 @@ async fn interactive_mode_runs_slash_commands() {
 /// this is an ordinary join) and goes on chatting.
 #[tokio::test]
 async fn a_client_reconnects_after_the_server_comes_back() {
-    let mut first = spawn_app().await;
+    let first = spawn_app().await;
     let room = keyed_room(&first, false).await;
     let port: u16 = first.base.rsplit(':').next().unwrap().parse().unwrap();
     let mut c = client(&first, &room, "stayer").await;
-    first.stop().await;
-    // Keep the store's folder, and let go of everything that holds the store open.
-    let kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().unwrap());
+    let kept = first.stop_keeping_data().await;
     let data_dir = kept.path().to_owned();
-    drop(first);
     c.next(|e| matches!(e, Event::Reconnecting { .. }).then_some(()))
         .await;
 

@@ -236,6 +236,13 @@ impl TestApp {
         .await
     }
 
+    /// Stops the server and lets go of everything that holds its store open, keeping the data
+    /// folder for a server started after it (a restart).
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        self.stop().await;
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+
     /// Stops the server as SIGTERM would.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

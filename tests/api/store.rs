@@ -275,11 +275,9 @@ async fn a_successful_join_pushes_the_expiry_forward() {
 /// for one argon2 verification, not one per member; a wrong proof still pays its own.
 #[tokio::test]
 async fn a_crowd_at_a_cold_room_costs_one_argon2_run() {
-    let mut first = spawn_app().await;
+    let first = spawn_app().await;
     let room = first.room().await;
-    first.stop().await;
-    let kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().unwrap());
-    drop(first);
+    let kept = first.stop_keeping_data().await;
     let data_dir = kept.path().to_owned();
     let app = spawn_app_with(|c| c.data_dir = data_dir).await;
 
