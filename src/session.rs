@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_http::ws::{Item, ProtocolError};
+use actix_http::ws::{Codec, Frame, Item, ProtocolError};
 use actix_web::web::{Bytes, BytesMut};
-use actix_ws::{Message, MessageStream};
 use bytestring::ByteString;
-use futures_util::StreamExt as _;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::codec::Decoder as _;
 
 use crate::{
     credentials::Secret,
@@ -40,18 +40,27 @@ enum Incoming {
     Gone,
 }
 
+/// How much a read asks the socket for at least. The buffer exists only while bytes are in
+/// flight: an idle member holds none.
+const READ_CHUNK: usize = 4 * 1024;
+
 /// Reads frames, joining continuations and enforcing the size limit on the whole message.
-/// Partial continuations live in `self`, so `next` is safe to cancel in a `select!`.
-struct Inbound {
-    stream: MessageStream,
+/// Partial frames and continuations live in `self`, so `next` is safe to cancel in a `select!`.
+pub struct Inbound {
+    io: OwnedReadHalf,
+    buf: BytesMut,
+    codec: Codec,
     max_bytes: usize,
     partial: Option<(bool, BytesMut)>,
 }
 
 impl Inbound {
-    fn new(stream: MessageStream, max_bytes: usize) -> Self {
+    /// `early` holds whatever the client sent after its upgrade request, already read.
+    pub fn new(io: OwnedReadHalf, early: BytesMut, max_bytes: usize) -> Self {
         Self {
-            stream: stream.max_frame_size(max_bytes),
+            io,
+            buf: early,
+            codec: Codec::new().max_size(max_bytes),
             max_bytes,
             partial: None,
         }
@@ -71,34 +80,64 @@ impl Inbound {
         None
     }
 
+    /// The next frame off the wire; `None` at the end of the stream.
+    async fn frame(&mut self) -> Option<Result<Frame, ProtocolError>> {
+        loop {
+            if !self.buf.is_empty() {
+                match self.codec.decode(&mut self.buf) {
+                    Ok(Some(frame)) => {
+                        if self.buf.is_empty() {
+                            self.buf = BytesMut::new();
+                        }
+                        return Some(Ok(frame));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if self.buf.capacity() == 0 {
+                // Idle: wait without a buffer, and allocate one only once bytes have arrived.
+                if self.io.readable().await.is_err() {
+                    return None;
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    } else if self.io.readable().await.is_err() {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     async fn next(&mut self) -> Incoming {
         loop {
-            let message = match self.stream.next().await {
+            let frame = match self.frame().await {
                 None => return Incoming::Gone,
                 Some(Err(ProtocolError::Overflow)) => return Incoming::TooLarge,
-                Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Incoming::InvalidUtf8
-                }
                 Some(Err(_)) => return Incoming::Gone,
-                Some(Ok(message)) => message,
+                Some(Ok(frame)) => frame,
             };
-            let done = match message {
-                Message::Text(text) => return Incoming::Text(text),
-                Message::Binary(_) => return Incoming::Binary,
-                Message::Ping(payload) => return Incoming::Ping(payload),
-                Message::Pong(_) => return Incoming::Pong,
-                Message::Close(_) => return Incoming::Close,
-                Message::Nop => continue,
-                Message::Continuation(Item::FirstText(b)) => self.append(true, &b, true),
-                Message::Continuation(Item::FirstBinary(b)) => self.append(false, &b, true),
-                Message::Continuation(Item::Continue(b)) => self.append(true, &b, false),
-                Message::Continuation(Item::Last(b)) => match self.append(true, &b, false) {
+            let done = match frame {
+                Frame::Text(bytes) => Some(text(bytes)),
+                Frame::Binary(_) => return Incoming::Binary,
+                Frame::Ping(payload) => return Incoming::Ping(payload),
+                Frame::Pong(_) => return Incoming::Pong,
+                Frame::Close(_) => return Incoming::Close,
+                Frame::Continuation(Item::FirstText(b)) => self.append(true, &b, true),
+                Frame::Continuation(Item::FirstBinary(b)) => self.append(false, &b, true),
+                Frame::Continuation(Item::Continue(b)) => self.append(true, &b, false),
+                Frame::Continuation(Item::Last(b)) => match self.append(true, &b, false) {
                     Some(stop) => Some(stop),
                     None => Some(match self.partial.take() {
-                        Some((true, buf)) => match ByteString::try_from(buf.freeze()) {
-                            Ok(text) => Incoming::Text(text),
-                            Err(_) => Incoming::InvalidUtf8,
-                        },
+                        Some((true, buf)) => text(buf.freeze()),
                         Some((false, _)) => Incoming::Binary,
                         None => Incoming::Gone,
                     }),
@@ -108,6 +147,14 @@ impl Inbound {
                 return incoming;
             }
         }
+    }
+}
+
+/// A complete text message, if it is UTF-8.
+fn text(bytes: Bytes) -> Incoming {
+    match ByteString::try_from(bytes) {
+        Ok(text) => Incoming::Text(text),
+        Err(_) => Incoming::InvalidUtf8,
     }
 }
 
@@ -162,12 +209,11 @@ pub async fn run(
     state: AppState,
     room_path: String,
     ip: IpAddr,
-    stream: MessageStream,
+    mut inbound: Inbound,
     outbox: Outbox,
 ) {
     let _connected = Connected::new(&state.metrics.connections);
     let conn = state.hub.next_conn();
-    let mut inbound = Inbound::new(stream, state.config.max_frame_bytes);
     let Some(room) = await_join(&state, &room_path, ip, conn, &mut inbound, &outbox).await else {
         return;
     };

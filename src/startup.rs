@@ -3,12 +3,15 @@
 
 use std::{
     future::Future,
-    net::{IpAddr, Ipv4Addr, TcpListener},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     sync::Arc,
     time::Duration,
 };
 
-use actix_web::{dev::Server, middleware::DefaultHeaders, web, App, HttpRequest, HttpServer};
+use actix_http::{header::HeaderMap, HttpService};
+use actix_server::Server;
+use actix_service::{fn_factory, fn_service, map_config};
+use actix_web::{dev::AppConfig, middleware::DefaultHeaders, web, App, HttpRequest};
 
 use crate::{
     bot::Bot,
@@ -29,6 +32,15 @@ use crate::{
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
 media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
 frame-ancestors 'none'";
+
+/// Sent with every response, including the WebSocket upgrade's refusals.
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -84,25 +96,19 @@ impl AppState {
     }
 
     /// The address rate limits count against: the peer, or the proxy's word for it when the
-    /// proxy is trusted.
-    pub fn client_ip(&self, req: &HttpRequest) -> IpAddr {
-        let forwarded = self
-            .config
+    /// proxy is trusted (the first `for=` of `Forwarded`, else the first `X-Forwarded-For`).
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+        self.config
             .trust_proxy
-            .then(|| {
-                req.connection_info()
-                    .realip_remote_addr()
-                    .map(str::to_owned)
-            })
+            .then(|| forwarded_for(headers))
             .flatten()
-            .and_then(|a| {
-                a.parse::<IpAddr>()
-                    .ok()
-                    .or_else(|| a.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-            });
-        forwarded
-            .or_else(|| req.peer_addr().map(|a| a.ip()))
+            .or_else(|| peer.map(|a| a.ip()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// [`Self::client_ip`] of a request the app serves.
+    pub fn request_ip(&self, req: &HttpRequest) -> IpAddr {
+        self.client_ip(req.headers(), req.peer_addr())
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
@@ -111,6 +117,42 @@ impl AppState {
             frames: self.config.outbound_queue_frames,
         }
     }
+}
+
+/// The client a trusted proxy names: `Forwarded: for=…` (RFC 7239) first, then
+/// `X-Forwarded-For`, the first address of either (the client; the rest are proxies).
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let from_forwarded = headers
+        .get_all("forwarded")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([';', ',']))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            name.trim().eq_ignore_ascii_case("for").then_some(value)
+        });
+    let value = from_forwarded.or_else(|| {
+        headers
+            .get("x-forwarded-for")?
+            .to_str()
+            .ok()?
+            .split(',')
+            .next()
+    })?;
+    parse_address(value.trim().trim_matches('"'))
+}
+
+/// An address as proxies write it: bare, with a port, or bracketed IPv6 with or without one.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            text.strip_prefix('[')?
+                .split(']')
+                .next()?
+                .parse::<IpAddr>()
+                .ok()
+        })
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn RoomStore>, StartError> {
@@ -199,27 +241,40 @@ impl Application {
         } else {
             state.config.workers
         };
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(("Content-Security-Policy", CSP))
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("Referrer-Policy", "no-referrer"))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("Cross-Origin-Opener-Policy", "same-origin")),
-                )
-                .wrap(telemetry::access_log())
-                .app_data(data.clone())
-                .configure(|cfg| routes::configure(cfg, &static_dir))
-        })
-        .workers(workers)
-        // Chat frames are small and latency matters more than packet count.
-        .tcp_nodelay(true)
-        .disable_signals()
-        .shutdown_timeout(state.config.shutdown_grace_secs)
-        .listen(listener)?
-        .run();
+        let app_state = state.clone();
+        let server = Server::build()
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(state.config.shutdown_grace_secs)
+            .listen("ephemera", listener, move || {
+                let data = data.clone();
+                let static_dir = static_dir.clone();
+                let app = App::new()
+                    .wrap(
+                        SECURITY_HEADERS
+                            .iter()
+                            .fold(DefaultHeaders::new(), |h, &pair| h.add(pair)),
+                    )
+                    .wrap(telemetry::access_log())
+                    .app_data(data)
+                    .configure(|cfg| routes::configure(cfg, &static_dir));
+                let state = app_state.clone();
+                HttpService::build()
+                    // Chat frames are small and latency matters more than packet count.
+                    .tcp_nodelay(true)
+                    // WebSocket upgrades leave the app: the socket becomes the session's.
+                    .upgrade(fn_factory(move || {
+                        let state = state.clone();
+                        async move {
+                            Ok::<_, ()>(fn_service(move |(req, framed)| {
+                                routes::serve_websocket(state.clone(), req, framed)
+                            }))
+                        }
+                    }))
+                    .finish(map_config(app, |()| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         log::info!("listening on port {port}");
         Ok(Self {
             port,
@@ -283,4 +338,45 @@ fn spawn_housekeeping(state: &AppState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn the_first_forwarded_client_counts() {
+        let ip = |pairs| forwarded_for(&headers(pairs)).map(|ip| ip.to_string());
+        assert_eq!(
+            ip(&[("forwarded", "for=1.2.3.4, for=5.6.7.8")]).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(
+            ip(&[("forwarded", "proto=https;for=\"[2001:db8::1]:4711\"")]).as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            ip(&[("x-forwarded-for", "9.9.9.9:80, 10.0.0.1")]).as_deref(),
+            Some("9.9.9.9")
+        );
+        assert_eq!(
+            ip(&[("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]).as_deref(),
+            Some("1.1.1.1")
+        );
+        assert_eq!(ip(&[("forwarded", "for=unknown")]), None);
+        assert_eq!(ip(&[]), None);
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::{
 
 use dashmap::DashMap;
 
-pub use outbox::{OutboundBody, Outbox, PushError, QueueLimits};
+pub use outbox::{Drain, Outbox, PushError, QueueLimits};
 pub use room::{Audience, ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
 
 use crate::{

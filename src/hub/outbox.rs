@@ -1,33 +1,37 @@
-//! A member's outbound queue, and the response body that drains it into the socket.
+//! A member's outbound queue, and the writer that drains it into the socket.
 //!
-//! The hub pushes each frame's shared bytes straight into the queue; the HTTP dispatcher pulls
-//! them when the socket can take more, encoding everything waiting into one buffer (one write
-//! for a burst). The queue counts what it holds: a member whose backlog passes the limit reads
-//! too slowly to keep up, and is cut off with 1013 instead of growing the server's memory.
+//! The hub pushes each frame's shared bytes into the queue; the writer takes everything waiting,
+//! encodes it into one buffer and writes it with one call (one write for a burst). The queue
+//! counts what it holds: a member whose backlog passes the limit reads too slowly to keep up, and
+//! is cut off with 1013 instead of growing the server's memory. A close jumps the backlog of a
+//! member cut off this way.
 //!
-//! This replaces `actix_ws::Session` for the writing half because a close must be able to jump
-//! the queue: the session's channel would make a slow reader's 1013 wait behind its backlog.
+//! An idle member holds no buffer: the queue allocates on the first frame and gives its memory
+//! back once drained, and the writer's buffer lives only for one write.
 
 use std::{
-    pin::Pin,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
+    collections::VecDeque,
+    future::poll_fn,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Poll, Waker},
+    time::Duration,
 };
 
 use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
-use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_util::{codec::Encoder as _, sync::CancellationToken};
+use tokio::{io::AsyncWriteExt as _, net::tcp::OwnedWriteHalf, sync::Notify};
+use tokio_util::codec::Encoder as _;
 
 use crate::protocol::close;
 
-/// How much one poll of the body encodes before handing the bytes to the dispatcher.
+/// How much one write takes from the queue at most.
 const CHUNK_BYTES: usize = 64 * 1024;
+/// How long a closing socket may take to accept its last bytes and the close frame: a member cut
+/// off for reading too slowly gets this long to read them, then the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(30);
+/// A drained queue keeps at most this many slots; a burst's larger allocation is given back.
+const KEEP_SLOTS: usize = 16;
 
 enum Out {
     Text(ByteString),
@@ -43,29 +47,60 @@ pub struct QueueLimits {
     pub frames: usize,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Out>,
+    /// Text bytes waiting, for the limit.
+    bytes: usize,
+    /// Set once a close is queued or the socket failed: nothing more is accepted.
+    closing: bool,
+    /// The writer, when it waits for frames.
+    waker: Option<Waker>,
+}
+
 struct Shared {
     limits: QueueLimits,
     /// Counts members cut off for overflowing (`ephemera_slow_readers_total`).
     overflows: prometheus::IntCounter,
-    queued_bytes: AtomicUsize,
-    queued_frames: AtomicUsize,
-    /// Set once a close is queued: nothing more is accepted.
-    closing: AtomicBool,
-    /// Set when the member overflowed: the body drops its backlog and sends only the close.
-    cut: AtomicBool,
-    /// Cancelled when the socket is closing, for whatever reason; the session's read loop waits
-    /// on it so that a kick, a delete or an overflow ends the session at once.
-    closed: CancellationToken,
+    queue: Mutex<Queue>,
+    /// Wakes the session when the socket starts closing, whatever the reason, so that a kick, a
+    /// delete or an overflow ends the session at once.
+    closing: Notify,
+}
+
+impl Shared {
+    /// The queue, even if a thread panicked holding it: every update leaves it consistent.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    async fn closed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The sending half, held by the hub's member entry and by the session. Cloning is cheap.
 #[derive(Clone)]
 pub struct Outbox {
-    /// Unbounded on purpose: the bound is the byte and frame count in `shared`, checked before
-    /// each push. The receiver is the [`OutboundBody`], owned by the HTTP dispatcher; when the
-    /// connection drops, pushes fail silently and the session notices the closed read side.
-    tx: mpsc::UnboundedSender<Out>,
     shared: Arc<Shared>,
+}
+
+/// The receiving half: the connection's writer owns it.
+pub struct Drain {
+    shared: Arc<Shared>,
+    codec: Codec,
 }
 
 /// Why a push did not queue the frame.
@@ -78,73 +113,89 @@ pub enum PushError {
 }
 
 impl Outbox {
-    pub fn new(limits: QueueLimits, overflows: prometheus::IntCounter) -> (Self, OutboundBody) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(limits: QueueLimits, overflows: prometheus::IntCounter) -> (Self, Drain) {
         let shared = Arc::new(Shared {
             limits,
             overflows,
-            queued_bytes: AtomicUsize::new(0),
-            queued_frames: AtomicUsize::new(0),
-            closing: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
-            closed: CancellationToken::new(),
+            queue: Mutex::new(Queue::default()),
+            closing: Notify::new(),
         });
-        let body = OutboundBody {
-            rx,
+        let drain = Drain {
             shared: shared.clone(),
             codec: Codec::new(),
-            buf: BytesMut::new(),
-            done: false,
         };
-        (Self { tx, shared }, body)
+        (Self { shared }, drain)
+    }
+
+    /// Queues a frame and wakes the writer if it waits. The caller holds the lock.
+    fn enqueue(&self, mut queue: MutexGuard<'_, Queue>, out: Out) {
+        queue.frames.push_back(out);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Queues a text frame; the bytes are shared, not copied.
     pub fn push(&self, frame: &ByteString) -> Result<(), PushError> {
-        let s = &self.shared;
-        if s.closing.load(Ordering::Acquire) {
+        let limits = self.shared.limits;
+        let mut queue = self.shared.lock();
+        if queue.closing {
             return Err(PushError::Closing);
         }
-        let bytes = s.queued_bytes.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
-        let frames = s.queued_frames.fetch_add(1, Ordering::AcqRel) + 1;
-        if bytes > s.limits.bytes || frames > s.limits.frames {
-            if !s.cut.swap(true, Ordering::AcqRel) {
-                s.overflows.inc();
-            }
+        queue.bytes += frame.len();
+        if queue.bytes > limits.bytes || queue.frames.len() + 1 > limits.frames {
+            // Cut off: the backlog goes, and the close goes out next.
+            queue.frames = VecDeque::new();
+            queue.bytes = 0;
+            drop(queue);
+            self.shared.overflows.inc();
             self.close(close::TRY_AGAIN_LATER, "too slow to keep up");
             return Err(PushError::Overflow);
         }
-        // A send fails only when the connection is gone; the session sees that on its own.
-        let _ = self.tx.send(Out::Text(frame.clone()));
+        self.enqueue(queue, Out::Text(frame.clone()));
         Ok(())
     }
 
+    fn control(&self, out: Out) {
+        let queue = self.shared.lock();
+        if !queue.closing {
+            self.enqueue(queue, out);
+        }
+    }
+
     pub fn ping(&self) {
-        let _ = self.tx.send(Out::Ping);
+        self.control(Out::Ping);
     }
 
     pub fn pong(&self, payload: Bytes) {
-        let _ = self.tx.send(Out::Pong(payload));
+        self.control(Out::Pong(payload));
     }
 
     /// Queues a close after whatever is queued (the first close wins) and tells the session.
     pub fn close(&self, code: u16, reason: &str) {
-        if !self.shared.closing.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Out::Close(CloseReason {
+        let mut queue = self.shared.lock();
+        if !queue.closing {
+            queue.closing = true;
+            let reason = CloseReason {
                 code: CloseCode::from(code),
                 description: Some(reason.to_owned()),
-            }));
+            };
+            self.enqueue(queue, Out::Close(reason));
+        } else {
+            drop(queue);
         }
-        self.shared.closed.cancel();
+        self.shared.closing.notify_waiters();
     }
 
-    /// Resolves once a close has been queued.
+    /// Resolves once the socket is closing.
     pub async fn closed(&self) {
-        self.shared.closed.cancelled().await
+        self.shared.closed().await
     }
 
     pub fn is_closing(&self) -> bool {
-        self.shared.closing.load(Ordering::Acquire)
+        self.shared.is_closing()
     }
 
     /// Whether both handles feed the same socket.
@@ -153,67 +204,99 @@ impl Outbox {
     }
 }
 
-/// The WebSocket response body: drains the member's queue into encoded frames.
-pub struct OutboundBody {
-    rx: mpsc::UnboundedReceiver<Out>,
-    shared: Arc<Shared>,
-    codec: Codec,
-    buf: BytesMut,
-    done: bool,
-}
-
-impl OutboundBody {
-    fn encode(&mut self, message: Message) -> Result<(), actix_web::Error> {
-        self.codec
-            .encode(message, &mut self.buf)
-            .map_err(actix_web::Error::from)
-    }
-}
-
-impl Stream for OutboundBody {
-    type Item = Result<Bytes, actix_web::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        while !this.done && this.buf.len() < CHUNK_BYTES {
-            let out = match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(out)) => out,
-                Poll::Ready(None) => {
-                    this.done = true;
+impl Drain {
+    /// Waits for frames and encodes what is queued (up to [`CHUNK_BYTES`]) into `buf`. Returns
+    /// `false` once the close frame has been encoded: nothing follows it.
+    async fn fill(&mut self, buf: &mut BytesMut) -> bool {
+        let batch = poll_fn(|cx| {
+            let mut queue = self.shared.lock();
+            if queue.frames.is_empty() {
+                queue.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while bytes < CHUNK_BYTES {
+                let Some(out) = queue.frames.pop_front() else {
                     break;
+                };
+                if let Out::Text(text) = &out {
+                    queue.bytes -= text.len();
+                    bytes += text.len();
                 }
-                Poll::Pending => break,
-            };
-            let result = match out {
-                Out::Text(text) => {
-                    this.shared
-                        .queued_bytes
-                        .fetch_sub(text.len(), Ordering::AcqRel);
-                    this.shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
-                    if this.shared.cut.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    this.encode(Message::Text(text))
-                }
-                Out::Ping => this.encode(Message::Ping(Bytes::new())),
-                Out::Pong(payload) => this.encode(Message::Pong(payload)),
+                batch.push(out);
+            }
+            if queue.frames.is_empty() && queue.frames.capacity() > KEEP_SLOTS {
+                queue.frames = VecDeque::new();
+            }
+            Poll::Ready(batch)
+        })
+        .await;
+        let mut more = true;
+        for out in batch {
+            let message = match out {
+                Out::Text(text) => Message::Text(text),
+                Out::Ping => Message::Ping(Bytes::new()),
+                Out::Pong(payload) => Message::Pong(payload),
                 Out::Close(reason) => {
-                    this.done = true;
-                    this.encode(Message::Close(Some(reason)))
+                    more = false;
+                    Message::Close(Some(reason))
                 }
             };
-            if let Err(e) = result {
-                this.done = true;
-                return Poll::Ready(Some(Err(e)));
+            // The server codec's encoder cannot fail for a message it built itself.
+            let _ = self.codec.encode(message, buf);
+            if !more {
+                break;
             }
         }
-        if !this.buf.is_empty() {
-            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        more
+    }
+
+    /// Marks the socket finished: nothing more is queued, and the session hears that it closes.
+    fn finish(&self) {
+        let mut queue = self.shared.lock();
+        queue.closing = true;
+        queue.frames = VecDeque::new();
+        queue.bytes = 0;
+        drop(queue);
+        self.shared.closing.notify_waiters();
+    }
+
+    /// Writes the queue into the socket until the close frame has gone or the socket fails, then
+    /// shuts the sending side down.
+    pub async fn write_to(mut self, mut io: OwnedWriteHalf) {
+        let mut deadline = None;
+        loop {
+            let mut buf = BytesMut::new();
+            let more = self.fill(&mut buf).await;
+            let write = io.write_all(&buf);
+            tokio::pin!(write);
+            let written = loop {
+                // Once the close is queued, the socket has CLOSE_GRACE to take the rest.
+                if deadline.is_none() && self.shared.is_closing() {
+                    deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                match deadline {
+                    Some(at) => {
+                        break tokio::time::timeout_at(at, write.as_mut())
+                            .await
+                            .unwrap_or(Err(std::io::ErrorKind::TimedOut.into()))
+                    }
+                    // Either the write completes, or closing starts and the deadline applies.
+                    None => tokio::select! {
+                        result = write.as_mut() => break result,
+                        () = self.shared.closed() => continue,
+                    },
+                }
+            };
+            if written.is_err() {
+                break;
+            }
+            if !more {
+                let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+                break;
+            }
         }
-        if this.done {
-            this.shared.closed.cancel();
-            return Poll::Ready(None);
-        }
-        Poll::Pending
+        self.finish();
     }
 }

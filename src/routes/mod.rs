@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::{http::StatusCode, web as aweb, HttpResponse, ResponseError};
 use serde_json::json;
 
-pub use ws::OriginPolicy;
+pub use ws::{serve as serve_websocket, OriginPolicy};
 
 /// Every error an `/api/` route can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,7 @@ pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path) {
     .service(aweb::resource("/api/rooms/{room_id}").route(aweb::delete().to(rooms::delete)))
     .service(aweb::resource("/healthz").route(aweb::get().to(health::healthz)))
     .service(aweb::resource("/metrics").route(aweb::get().to(health::metrics)))
-    .service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::upgrade)))
+    .service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::not_upgraded)))
     .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
     .service(web::files(static_dir));
 }

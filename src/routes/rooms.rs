@@ -35,7 +35,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     state
         .limiters
-        .create(state.client_ip(&req))
+        .create(state.request_ip(&req))
         .map_err(ApiError::RateLimited)?;
     let request: CreateRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
     let room_id = match request.room_id {
@@ -134,7 +134,7 @@ pub async fn delete(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = state.client_ip(&req);
+    let ip = state.request_ip(&req);
     let room_path = path.into_inner();
     state
         .limiters

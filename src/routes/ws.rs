@@ -1,12 +1,23 @@
-use actix_http::{body::MessageBody as _, ws::handshake};
-use actix_web::{
-    body::BodyStream,
-    http::header::{HOST, ORIGIN},
-    web, HttpRequest, HttpResponse,
+use std::time::Instant;
+
+use actix_codec::Framed;
+use actix_http::{
+    body::{BodySize, BoxBody, MessageBody as _},
+    h1,
+    header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, ORIGIN},
+    ws::handshake,
+    ConnectionType, HttpMessage as _, Request, Response, StatusCode,
 };
+use actix_rt::net::TcpStream;
+use actix_web::{web::BytesMut, HttpRequest, HttpResponse};
+use futures_util::{future::join, SinkExt as _};
 use serde_json::json;
 
-use crate::{hub::Outbox, session, startup::AppState};
+use crate::{
+    hub::Outbox,
+    session::{self, Inbound},
+    startup::{AppState, SECURITY_HEADERS},
+};
 
 /// Which browser origins may open a WebSocket: the server's own, the configured public URL's,
 /// and an explicit allow-list. A request without `Origin` comes from a non-browser client and
@@ -44,55 +55,149 @@ impl OriginPolicy {
         }
     }
 
-    pub fn allows(&self, req: &HttpRequest) -> bool {
-        let Some(origin) = req.headers().get(ORIGIN) else {
+    /// The server's own origin is the host the request was made to, over either scheme: behind a
+    /// proxy that terminates TLS the request arrives as `http` for an `https` page.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(ORIGIN) else {
             return true;
         };
         let Ok(origin) = origin.to_str() else {
             return false;
         };
         let origin = normalise(origin);
-        let scheme = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        let own = req
-            .headers()
+        let own = headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .map(|host| normalise(&format!("{scheme}://{host}")));
-        own.as_deref() == Some(origin.as_str())
-            || self.public.as_deref() == Some(origin.as_str())
-            || self.allowed.contains(&origin)
+            .map(normalise)
+            .is_some_and(|host| {
+                ["http://", "https://"]
+                    .iter()
+                    .any(|scheme| origin.strip_prefix(scheme) == Some(host.as_str()))
+            });
+        own || self.public.as_deref() == Some(origin.as_str()) || self.allowed.contains(&origin)
     }
 }
 
-/// `GET /ws/{room_id}`: checks the origin, upgrades, and leaves the socket to its session task.
-/// Every refusal after this point is an `error` frame and a close, never an HTTP status.
-pub async fn upgrade(
-    req: HttpRequest,
-    body: web::Payload,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    if !state.origins.allows(&req) {
-        return Ok(HttpResponse::Forbidden().json(json!({
+/// The connection after its upgrade request: the HTTP parser's state and buffers, and the socket.
+pub type Upgraded = Framed<TcpStream, h1::Codec>;
+
+/// Every request that asks for `Upgrade: websocket` comes here instead of the app, with its
+/// connection. A good one gets its 101 and the socket becomes the member's: the HTTP buffers are
+/// dropped and the session reads and writes the socket itself, so an idle member costs a few
+/// hundred bytes of our own state, not the HTTP dispatcher's 16 KiB.
+///
+/// Every refusal before the upgrade is an HTTP status; every refusal after it is an `error` frame
+/// and a close. The error type is the upgrade service's contract; nothing here returns one.
+pub async fn serve(
+    state: AppState,
+    req: Request,
+    mut framed: Upgraded,
+) -> Result<(), actix_http::Error> {
+    let started = Instant::now();
+    let Some(room_path) = req
+        .path()
+        .strip_prefix("/ws/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(str::to_owned)
+    else {
+        return refuse(&mut framed, &req, Response::not_found(), started).await;
+    };
+    if !state.origins.allows(req.headers()) {
+        let body = json!({
             "error": { "code": "forbidden", "message": "this origin may not open a WebSocket here" }
-        })));
+        });
+        let mut res = Response::with_body(StatusCode::FORBIDDEN, body.to_string());
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return refuse(&mut framed, &req, res.map_into_boxed_body(), started).await;
     }
-    // actix-ws checks the handshake and parses incoming frames; the outgoing half is our own
-    // queue (see `hub::outbox`), so its session handle and response body are not used.
-    let (_, _, stream) = actix_ws::handle(&req, body)?;
-    let (outbox, outbound) = Outbox::new(state.queue_limits(), state.metrics.slow_readers.clone());
-    let response = handshake(req.head())?.message_body(BodyStream::new(outbound).boxed())?;
-    let ip = state.client_ip(&req);
-    actix_web::rt::spawn(session::run(
-        state.get_ref().clone(),
-        path.into_inner(),
-        ip,
-        stream,
-        outbox,
-    ));
-    Ok(response.into())
+    let accepted = match handshake(req.head()) {
+        Ok(mut accepted) => accepted.finish().drop_body(),
+        Err(e) => return refuse(&mut framed, &req, e.into(), started).await,
+    };
+    let ip = state.client_ip(req.headers(), req.peer_addr());
+    if framed
+        .send(h1::Message::Item((accepted, BodySize::None)))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    access_log(&req, StatusCode::SWITCHING_PROTOCOLS, started);
+    drop(req);
+
+    let parts = framed.into_parts();
+    // Bytes the client sent right behind its request; usually none.
+    let early = if parts.read_buf.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&parts.read_buf[..])
+    };
+    let (read, write) = parts.io.into_split();
+    let (outbox, drain) = Outbox::new(state.queue_limits(), state.metrics.slow_readers.clone());
+    let inbound = Inbound::new(read, early, state.config.max_frame_bytes);
+    join(
+        session::run(state, room_path, ip, inbound, outbox),
+        drain.write_to(write),
+    )
+    .await;
+    Ok(())
+}
+
+/// Answers an upgrade request that will not be upgraded, and closes the connection.
+async fn refuse(
+    framed: &mut Upgraded,
+    req: &Request,
+    res: Response<BoxBody>,
+    started: Instant,
+) -> Result<(), actix_http::Error> {
+    let status = res.status();
+    let (mut res, body) = res.into_parts();
+    res.head_mut().set_connection_type(ConnectionType::Close);
+    for (name, value) in SECURITY_HEADERS {
+        res.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    let body = body.try_into_bytes().unwrap_or_default();
+    let head = h1::Message::Item((res, BodySize::Sized(body.len() as u64)));
+    let sent = async {
+        framed.feed(head).await?;
+        if !body.is_empty() {
+            framed.feed(h1::Message::Chunk(Some(body))).await?;
+        }
+        // `send` flushes; Framed's `close` shuts the socket down without flushing its buffer.
+        framed.send(h1::Message::Chunk(None)).await?;
+        framed.close().await
+    };
+    // A client that has gone cannot be told; nothing else is to be done.
+    let _ = sent.await;
+    access_log(req, status, started);
+    Ok(())
+}
+
+/// The access log's line for an upgrade request, in the format of [`crate::telemetry::access_log`]:
+/// the route pattern, never the room ID.
+fn access_log(req: &Request, status: StatusCode, started: Instant) {
+    let route = if req.path().starts_with("/ws/") {
+        "/ws/{room_id}"
+    } else {
+        "(unmatched)"
+    };
+    log::info!(
+        "{} {route} {} - {:.6}ms",
+        req.method(),
+        status.as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// `GET /ws/{room_id}` without `Upgrade: websocket` (those go to [`serve`]): the handshake's own
+/// answer, `400`.
+pub async fn not_upgraded(req: HttpRequest) -> HttpResponse {
+    match handshake(req.head()) {
+        Err(e) => Response::from(e).into(),
+        Ok(_) => HttpResponse::BadRequest().finish(),
+    }
 }
