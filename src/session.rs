@@ -214,7 +214,17 @@ pub async fn run(
 ) {
     let _connected = Connected::new(&state.metrics.connections);
     let conn = state.hub.next_conn();
-    let Some(room) = await_join(&state, &room_path, ip, conn, &mut inbound, &outbox).await else {
+    // Boxed: the join's futures (store lookups, argon2) are large and needed once; the chat loop
+    // that follows, which a member holds for hours, should not carry their size.
+    let joining = Box::pin(await_join(
+        &state,
+        &room_path,
+        ip,
+        conn,
+        &mut inbound,
+        &outbox,
+    ));
+    let Some(room) = joining.await else {
         return;
     };
     chat(&state, &room, conn, &mut inbound, &outbox).await;

@@ -30,8 +30,6 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a closing socket may take to accept its last bytes and the close frame: a member cut
 /// off for reading too slowly gets this long to read them, then the connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(30);
-/// A drained queue keeps at most this many slots; a burst's larger allocation is given back.
-const KEEP_SLOTS: usize = 16;
 
 enum Out {
     Text(ByteString),
@@ -226,7 +224,8 @@ impl Drain {
                 }
                 batch.push(out);
             }
-            if queue.frames.is_empty() && queue.frames.capacity() > KEEP_SLOTS {
+            if queue.frames.is_empty() {
+                // Given back: an idle member holds no slots (the next push costs one allocation).
                 queue.frames = VecDeque::new();
             }
             Poll::Ready(batch)

@@ -1,6 +1,6 @@
 use std::time::Instant;
 
-use actix_codec::Framed;
+use actix_codec::{Framed, FramedParts};
 use actix_http::{
     body::{BodySize, BoxBody, MessageBody as _},
     h1,
@@ -126,21 +126,25 @@ pub async fn serve(
     access_log(&req, StatusCode::SWITCHING_PROTOCOLS, started);
     drop(req);
 
-    let parts = framed.into_parts();
+    // The HTTP buffers go here, at the end of this statement, not when the connection ends.
+    let FramedParts { io, read_buf, .. } = framed.into_parts();
     // Bytes the client sent right behind its request; usually none.
-    let early = if parts.read_buf.is_empty() {
+    let early = if read_buf.is_empty() {
         BytesMut::new()
     } else {
-        BytesMut::from(&parts.read_buf[..])
+        BytesMut::from(&read_buf[..])
     };
-    let (read, write) = parts.io.into_split();
+    drop(read_buf);
+    let (read, write) = io.into_split();
     let (outbox, drain) = Outbox::new(state.queue_limits(), state.metrics.slow_readers.clone());
     let inbound = Inbound::new(read, early, state.config.max_frame_bytes);
-    join(
+    // A task of its own, sized for the session alone: the HTTP dispatcher's task, which holds
+    // this upgrade (several KiB of parser state), ends here.
+    let socket = join(
         session::run(state, room_path, ip, inbound, outbox),
         drain.write_to(write),
-    )
-    .await;
+    );
+    actix_rt::spawn(socket);
     Ok(())
 }
 

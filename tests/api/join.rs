@@ -338,3 +338,63 @@ async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
     )
     .await;
 }
+
+/// A client may send its `join` in the same packet as its upgrade request, before the 101: the
+/// server must not lose the bytes it read along with the request.
+#[tokio::test]
+async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
+    use futures_util::StreamExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::protocol::{
+        frame::{coding::Data, coding::OpCode, Frame},
+        Role,
+    };
+
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let join = json!({ "type": "join", "auth": room.auth, "name": "eager" }).to_string();
+    let mut frame = Frame::message(join.into_bytes(), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([0x1f, 0x2e, 0x3d, 0x4c]);
+    let mut bytes = format!(
+        "GET /ws/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        room.id
+    )
+    .into_bytes();
+    frame.format(&mut bytes).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+
+    // The 101, then whatever came with it, handed to a WebSocket reader.
+    let mut read = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the response");
+        read.extend_from_slice(&chunk[..n]);
+        if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(
+        read.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&read)
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+        stream,
+        read[end..].to_vec(),
+        Role::Client,
+        None,
+    )
+    .await;
+    let welcome = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let welcome: Value = serde_json::from_str(welcome.to_text().unwrap()).unwrap();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["you"]["name"], "eager");
+}
