@@ -119,6 +119,21 @@ impl AppState {
     }
 }
 
+/// The accept queue's length. A join storm opens hundreds of connections at once; with std's
+/// 128, the overflow waits a second for the client's SYN to be sent again (500 joins at once:
+/// 450 joins/s, p99 1.05 s).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds like `TcpListener::bind`, with room for bursts of connections.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// The client a trusted proxy names: `Forwarded: for=…` (RFC 7239) first, then
 /// `X-Forwarded-For`, the first address of either (the client; the rest are proxies).
 fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
@@ -189,7 +204,7 @@ pub struct Application {
 impl Application {
     /// Binds `config.bind` and builds everything. Must run inside a Tokio runtime.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.bind)?;
+        let listener = listen(config.bind)?;
         Self::build_with_listener(config, listener).await
     }
 
