@@ -83,6 +83,11 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_MAX_MEMBERS", default_value_t = 1000)]
     pub max_members: usize,
 
+    /// Most WebSocket connections the server holds at once; one more is closed with 1013 right
+    /// after the upgrade (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
     /// Frames one connection may send per 10 seconds (0 = unlimited).
     #[arg(long, env = "EPHEMERA_MESSAGES_PER_10S", default_value_t = 100)]
     pub messages_per_10s: u32,

@@ -212,6 +212,12 @@ pub async fn run(
     mut inbound: Inbound,
     outbox: Outbox,
 ) {
+    // The sockets escape the HTTP server's own connection limit once upgraded; this is theirs.
+    let cap = state.config.max_connections;
+    if cap > 0 && state.metrics.connections.get() >= i64::try_from(cap).unwrap_or(i64::MAX) {
+        outbox.close(close::TRY_AGAIN_LATER, "server busy");
+        return;
+    }
     let _connected = Connected::new(&state.metrics.connections);
     let conn = state.hub.next_conn();
     // Boxed: the join's futures (store lookups, argon2) are large and needed once; the chat loop

@@ -61,3 +61,38 @@ async fn two_hundred_malformed_frames_leave_the_server_up_and_members_unaffected
     stranger.send_text("\u{0}").await;
     stranger.refused("bad_request", 4400).await;
 }
+
+/// Past the server's connection limit a new socket is closed with 1013 (try again later) right
+/// after the upgrade; the members already in are undisturbed, and a freed place can be taken.
+#[tokio::test]
+async fn past_the_connection_limit_a_socket_is_closed_with_1013() {
+    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let room = app.room().await;
+    let (mut alice, _) = app.join(&room, "alice").await;
+    let (bob, _) = app.join(&room, "bob").await;
+    alice.recv_type("bot").await;
+
+    let mut third = app.connect(&room.id).await;
+    let (code, frames) = third.closed().await;
+    assert_eq!(code, 1013);
+    assert!(frames.is_empty(), "{frames:?}");
+
+    alice
+        .send_json(&json!({ "type": "send", "txn": "1", "body": "still here" }))
+        .await;
+    assert_eq!(alice.recv_type("message").await["body"], "still here");
+
+    drop(bob);
+    alice.recv_type("bot").await;
+    // The place is free once bob's session has ended, a moment after the bot's notice.
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.state.metrics.connections.get() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's place stayed taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_carol, welcome) = app.join(&room, "carol").await;
+    assert_eq!(welcome["type"], "welcome");
+}
