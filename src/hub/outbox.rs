@@ -191,15 +191,6 @@ impl Outbox {
     pub async fn closed(&self) {
         self.shared.closed().await
     }
-
-    pub fn is_closing(&self) -> bool {
-        self.shared.is_closing()
-    }
-
-    /// Whether both handles feed the same socket.
-    pub fn same(&self, other: &Outbox) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
 }
 
 impl Drain {
