@@ -272,11 +272,18 @@ impl Ws {
         url: &str,
         origin: Option<&str>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let headers: Vec<_> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        Self::connect_with(url, &headers).await
+    }
+
+    /// Connects with extra request headers.
+    pub async fn connect_with(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let mut request = url.into_client_request()?;
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
         }
         let (inner, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Self { inner })

@@ -228,6 +228,41 @@ async fn the_first_failure_beyond_the_limit_is_4429_with_retry_after() {
     assert!(error["retry_after_ms"].as_u64().unwrap() > 0);
 }
 
+/// Behind a trusted proxy, failed joins count against the client the proxy names in
+/// `X-Forwarded-For`; without `trust_proxy` the header is ignored and they count against the peer.
+#[tokio::test]
+async fn behind_a_trusted_proxy_failures_count_per_forwarded_client() {
+    for trust in [true, false] {
+        let app = spawn_app_with(|c| {
+            c.join_failures_per_ip = 2;
+            c.trust_proxy = trust;
+        })
+        .await;
+        let room = app.room().await;
+        let url = format!("{}/ws/{}", app.ws_base, room.id);
+        let attempt = |client: &'static str| {
+            let url = url.clone();
+            async move {
+                let mut ws = Ws::connect_with(&url, &[("X-Forwarded-For", client)])
+                    .await
+                    .unwrap();
+                ws.send_json(&json!({ "type": "join", "name": "x", "auth": random_auth() }))
+                    .await;
+                ws.closed().await.0
+            }
+        };
+        assert_eq!(attempt("203.0.113.1").await, 4401);
+        assert_eq!(attempt("203.0.113.1").await, 4401);
+        assert_eq!(attempt("203.0.113.1").await, 4429);
+        let other = attempt("203.0.113.2").await;
+        assert_eq!(
+            other,
+            if trust { 4401 } else { 4429 },
+            "trust_proxy {trust}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn failures_are_limited_per_room_too() {
     let app = spawn_app_with(|c| {
