@@ -374,10 +374,17 @@ async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
     .await;
 }
 
-/// A client may send its `join` in the same packet as its upgrade request, before the 101: the
-/// server must not lose the bytes it read along with the request.
-#[tokio::test]
-async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
+/// How a hand-made client sends its `join` frame.
+enum Delivery {
+    /// In the same write as the upgrade request, before the 101 has come back.
+    WithTheRequest,
+    /// After the 101, one byte per write, so the frame arrives in many pieces.
+    ByteByByte,
+}
+
+/// Upgrades over a bare TCP stream, sends a join for `name` as `delivery` says, and returns the
+/// first frame the server sends back.
+async fn raw_join(app: &TestApp, room: &Room, name: &str, delivery: Delivery) -> Value {
     use futures_util::StreamExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio_tungstenite::tungstenite::protocol::{
@@ -385,21 +392,24 @@ async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
         Role,
     };
 
-    let app = spawn_app().await;
-    let room = app.room().await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let join = json!({ "type": "join", "auth": room.auth, "name": "eager" }).to_string();
+    stream.set_nodelay(true).unwrap();
+    let join = json!({ "type": "join", "auth": room.auth, "name": name }).to_string();
     let mut frame = Frame::message(join.into_bytes(), OpCode::Data(Data::Text), true);
     frame.header_mut().mask = Some([0x1f, 0x2e, 0x3d, 0x4c]);
-    let mut bytes = format!(
+    let mut frame_bytes = Vec::new();
+    frame.format(&mut frame_bytes).unwrap();
+    let mut request = format!(
         "GET /ws/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         room.id
     )
     .into_bytes();
-    frame.format(&mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
+    if let Delivery::WithTheRequest = delivery {
+        request.extend_from_slice(&frame_bytes);
+    }
+    stream.write_all(&request).await.unwrap();
 
     // The 101, then whatever came with it, handed to a WebSocket reader.
     let mut read = Vec::new();
@@ -417,6 +427,12 @@ async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
         "{}",
         String::from_utf8_lossy(&read)
     );
+    if let Delivery::ByteByByte = delivery {
+        for byte in frame_bytes {
+            stream.write_all(&[byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
     let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
         stream,
         read[end..].to_vec(),
@@ -424,12 +440,31 @@ async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
         None,
     )
     .await;
-    let welcome = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    let first = tokio::time::timeout(WAIT, ws.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let welcome: Value = serde_json::from_str(welcome.to_text().unwrap()).unwrap();
+    serde_json::from_str(first.to_text().unwrap()).unwrap()
+}
+
+/// A client may send its `join` in the same packet as its upgrade request, before the 101: the
+/// server must not lose the bytes it read along with the request.
+#[tokio::test]
+async fn a_join_sent_right_behind_the_upgrade_request_is_read() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let welcome = raw_join(&app, &room, "eager", Delivery::WithTheRequest).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     assert_eq!(welcome["you"]["name"], "eager");
+}
+
+/// A frame that arrives a byte at a time is put together before it is read.
+#[tokio::test]
+async fn a_join_that_arrives_a_byte_at_a_time_is_read() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let welcome = raw_join(&app, &room, "patient", Delivery::ByteByByte).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["you"]["name"], "patient");
 }
