@@ -1,6 +1,7 @@
 //! One socket's life: wait for `join`, prove it, then relay frames until the socket closes, the
-//! member is removed, or the room goes. The reading half is this task; the writing half is the
-//! member's [`Outbox`], which the hub and this task both feed.
+//! member is removed, or the room goes. The session reads the socket; the writing half is the
+//! member's [`Outbox`], which the hub and the session both feed, and which its
+//! [`Drain`](crate::hub::Drain) writes out beside the session, in the same task.
 
 use std::{
     net::IpAddr,
