@@ -132,3 +132,24 @@ pub fn access_log() -> actix_web::middleware::Logger {
         },
     )
 }
+
+/// The access log's line for a request that asked for `Upgrade: websocket`: such requests leave
+/// the app (see `routes::ws::serve`), so [`access_log`] never sees them. Same format, the route
+/// pattern standing for the path.
+pub fn upgrade_log(
+    req: &actix_http::Request,
+    status: actix_http::StatusCode,
+    started: std::time::Instant,
+) {
+    let route = if req.path().starts_with("/ws/") {
+        "/ws/{room_id}"
+    } else {
+        "(unmatched)"
+    };
+    log::info!(
+        "{} {route} {} - {:.6}ms",
+        req.method(),
+        status.as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}

@@ -17,6 +17,7 @@ use crate::{
     hub::Outbox,
     session::{self, Inbound},
     startup::{AppState, SECURITY_HEADERS},
+    telemetry,
 };
 
 /// Which browser origins may open a WebSocket: the server's own, the configured public URL's,
@@ -123,7 +124,7 @@ pub async fn serve(
     {
         return Ok(());
     }
-    access_log(&req, StatusCode::SWITCHING_PROTOCOLS, started);
+    telemetry::upgrade_log(&req, StatusCode::SWITCHING_PROTOCOLS, started);
     drop(req);
 
     // The HTTP buffers go here, at the end of this statement, not when the connection ends.
@@ -177,24 +178,8 @@ async fn refuse(
     };
     // A client that has gone cannot be told; nothing else is to be done.
     let _ = sent.await;
-    access_log(req, status, started);
+    telemetry::upgrade_log(req, status, started);
     Ok(())
-}
-
-/// The access log's line for an upgrade request, in the format of [`crate::telemetry::access_log`]:
-/// the route pattern, never the room ID.
-fn access_log(req: &Request, status: StatusCode, started: Instant) {
-    let route = if req.path().starts_with("/ws/") {
-        "/ws/{room_id}"
-    } else {
-        "(unmatched)"
-    };
-    log::info!(
-        "{} {route} {} - {:.6}ms",
-        req.method(),
-        status.as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
 }
 
 /// `GET /ws/{room_id}` without `Upgrade: websocket` (those go to [`serve`]): the handshake's own
