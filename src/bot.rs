@@ -1,49 +1,14 @@
-//! The bot: the server's own voice. It runs as its own task with a typed inbox, so the hub only
-//! drops an event in and goes on; the bot words the notice, serialises it once and hands it to
-//! the room. Events arrive in the order the hub saw them, so a `join` is never announced after
-//! the same member's `leave`.
+//! The bot: the server's own voice. It greets a newcomer and tells the others who joined, left or
+//! was removed.
+//!
+//! The hub words each notice here while it holds the room's lock and queues it at once, so a
+//! notice is serialised once for the whole room, reaches every member in the order the room saw
+//! the events, goes only to the members present when it happened (a later joiner has the news in
+//! its `welcome`), and a newcomer's join notice comes before anything the newcomer says.
 
-use std::sync::Arc;
+use bytestring::ByteString;
 
-use tokio::sync::mpsc;
-
-use crate::{
-    hub::{Audience, ConnId, Room},
-    protocol::{now_ms, BotEvent, MemberView, ServerFrame},
-};
-
-enum Event {
-    Joined {
-        room: Arc<Room>,
-        conn: ConnId,
-        name: String,
-        admin: bool,
-        pubkey: Option<String>,
-        count: usize,
-        audience: Audience,
-    },
-    Left {
-        room: Arc<Room>,
-        name: String,
-        count: usize,
-        audience: Audience,
-    },
-    Kicked {
-        room: Arc<Room>,
-        name: String,
-        by: String,
-        count: usize,
-        audience: Audience,
-    },
-}
-
-/// The hub's handle on the bot's inbox.
-#[derive(Clone)]
-pub struct Bot {
-    /// Unbounded so the hub never waits on the bot while it holds a room lock; each event is a
-    /// few words, and the task drains them as fast as the rooms take frames.
-    tx: mpsc::UnboundedSender<Event>,
-}
+use crate::protocol::{now_ms, BotEvent, MemberView, ServerFrame};
 
 fn members_phrase(count: usize) -> String {
     match count {
@@ -52,131 +17,72 @@ fn members_phrase(count: usize) -> String {
     }
 }
 
-impl Bot {
-    /// Starts the bot's task on the current runtime; it ends when every handle is dropped.
-    pub fn spawn() -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                announce(event);
-            }
-        });
-        Self { tx }
-    }
-
-    pub fn joined(
-        &self,
-        room: Arc<Room>,
-        conn: ConnId,
-        member: &MemberView<'_>,
-        count: usize,
-        audience: Audience,
-    ) {
-        let _ = self.tx.send(Event::Joined {
-            room,
-            conn,
-            name: member.name.to_owned(),
-            admin: member.admin,
-            pubkey: member.pubkey.map(str::to_owned),
-            count,
-            audience,
-        });
-    }
-
-    pub fn left(&self, room: Arc<Room>, name: &str, count: usize, audience: Audience) {
-        let _ = self.tx.send(Event::Left {
-            room,
-            name: name.to_owned(),
-            count,
-            audience,
-        });
-    }
-
-    pub fn kicked(&self, room: Arc<Room>, name: &str, by: &str, count: usize, audience: Audience) {
-        let _ = self.tx.send(Event::Kicked {
-            room,
-            name: name.to_owned(),
-            by: by.to_owned(),
-            count,
-            audience,
-        });
-    }
+/// To the newcomer only, right after its `welcome`.
+pub fn greeting(name: &str, count: usize) -> ByteString {
+    let text = format!(
+        "Welcome, {name}. {}. Nothing said here is stored: messages vanish when you leave.",
+        members_phrase(count)
+    );
+    notice(BotEvent::Welcome, None, None, count, &text)
 }
 
-fn announce(event: Event) {
-    let ts = now_ms();
-    match event {
-        Event::Joined {
-            room,
-            conn,
-            name,
-            admin,
-            pubkey,
-            count,
-            audience,
-        } => {
-            let greeting = format!(
-                "Welcome, {name}. {}. Nothing said here is stored: messages vanish when you leave.",
-                members_phrase(count)
-            );
-            let welcome = ServerFrame::Bot {
-                event: BotEvent::Welcome,
-                member: None,
-                name: None,
-                members: count,
-                text: &greeting,
-                ts,
-            };
-            room.send_to(conn, &welcome.encode());
-            let text = format!("{name} joined. {}.", members_phrase(count));
-            let join = ServerFrame::Bot {
-                event: BotEvent::Join,
-                member: Some(MemberView {
-                    name: &name,
-                    admin,
-                    pubkey: pubkey.as_deref(),
-                }),
-                name: None,
-                members: count,
-                text: &text,
-                ts,
-            };
-            room.announce(&join.encode(), &audience);
-        }
-        Event::Left {
-            room,
-            name,
-            count,
-            audience,
-        } => {
-            let text = format!("{name} left. {}.", members_phrase(count));
-            let frame = ServerFrame::Bot {
-                event: BotEvent::Leave,
-                member: None,
-                name: Some(&name),
-                members: count,
-                text: &text,
-                ts,
-            };
-            room.announce(&frame.encode(), &audience);
-        }
-        Event::Kicked {
-            room,
-            name,
-            by,
-            count,
-            audience,
-        } => {
-            let text = format!("{name} was removed by {by}. {}.", members_phrase(count));
-            let frame = ServerFrame::Bot {
-                event: BotEvent::Kick,
-                member: None,
-                name: Some(&name),
-                members: count,
-                text: &text,
-                ts,
-            };
-            room.announce(&frame.encode(), &audience);
-        }
+/// To everyone else: who joined, with the member object their lists need.
+pub fn joined(member: MemberView<'_>, count: usize) -> ByteString {
+    let text = format!("{} joined. {}.", member.name, members_phrase(count));
+    notice(BotEvent::Join, Some(member), None, count, &text)
+}
+
+pub fn left(name: &str, count: usize) -> ByteString {
+    let text = format!("{name} left. {}.", members_phrase(count));
+    notice(BotEvent::Leave, None, Some(name), count, &text)
+}
+
+pub fn kicked(name: &str, by: &str, count: usize) -> ByteString {
+    let text = format!("{name} was removed by {by}. {}.", members_phrase(count));
+    notice(BotEvent::Kick, None, Some(name), count, &text)
+}
+
+fn notice(
+    event: BotEvent,
+    member: Option<MemberView<'_>>,
+    name: Option<&str>,
+    members: usize,
+    text: &str,
+) -> ByteString {
+    ServerFrame::Bot {
+        event,
+        member,
+        name,
+        members,
+        text,
+        ts: now_ms(),
+    }
+    .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_carry_the_event_the_count_and_the_words() {
+        let ada = MemberView {
+            name: "ada",
+            admin: false,
+            pubkey: None,
+        };
+        let frame: serde_json::Value = serde_json::from_str(&joined(ada, 2)).unwrap();
+        assert_eq!(frame["type"], "bot");
+        assert_eq!(frame["event"], "join");
+        assert_eq!(frame["member"]["name"], "ada");
+        assert_eq!(frame["members"], 2);
+        assert_eq!(frame["text"], "ada joined. 2 members here.");
+        let frame: serde_json::Value = serde_json::from_str(&kicked("bo", "ada", 1)).unwrap();
+        assert_eq!(frame["event"], "kick");
+        assert_eq!(frame["name"], "bo");
+        assert_eq!(frame["text"], "bo was removed by ada. 1 member here.");
+        let frame: serde_json::Value = serde_json::from_str(&greeting("bo", 1)).unwrap();
+        assert_eq!(frame["event"], "welcome");
+        assert!(frame.get("member").is_none() && frame.get("name").is_none());
     }
 }

@@ -15,7 +15,7 @@
 //! - [`protocol`]: the wire frames and the error-code table.
 //! - [`hub`]: live rooms, fan-out, `seq`, teardown; each member's outbound queue.
 //! - [`session`]: one socket's loop.
-//! - [`bot`]: the announcer, on its own task.
+//! - [`bot`]: the server's own voice: the words of its notices, which the hub queues in order.
 //! - [`credentials`]: keyed room-ID hashes, argon2id on a bounded pool, the stores.
 //! - [`routes`]: HTTP handlers: rooms, health, metrics, WebSocket upgrade, web client.
 //! - [`ratelimit`]: token buckets.

@@ -14,7 +14,6 @@ use actix_service::{fn_factory, fn_service, map_config};
 use actix_web::{dev::AppConfig, middleware::DefaultHeaders, web, App, HttpRequest};
 
 use crate::{
-    bot::Bot,
     config::Config,
     credentials::{
         Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, StoreError,
@@ -237,7 +236,7 @@ impl Application {
             max_members: config.max_members,
         };
         let state = AppState {
-            hub: Arc::new(Hub::new(Bot::spawn(), metrics.clone(), limits)),
+            hub: Arc::new(Hub::new(metrics.clone(), limits)),
             credentials,
             limiters: Arc::new(Limiters::new(&config)),
             metrics,

@@ -5,24 +5,36 @@
 mod outbox;
 mod room;
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
+use bytestring::ByteString;
 use dashmap::DashMap;
 
 pub use outbox::{Drain, Outbox, PushError, QueueLimits};
-pub use room::{Audience, ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
+pub use room::{ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
-    bot::Bot,
+    bot,
     credentials::RoomRecord,
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{close, ErrorCode, Limits, ServerFrame},
     telemetry::Metrics,
 };
-use room::Member;
+use room::{Member, RoomState};
+
+/// How long the bot's join, leave and kick notices may wait in the members' queues. A crowd
+/// arriving costs every member a notice per newcomer, and one write per notice was most of the
+/// server's and the clients' work in a ramp; held this long, the notices of a burst go out
+/// together, with the member's next frame or at the end of the hold. People do not notice 50 ms
+/// on a presence notice, and a queue never reorders: a newcomer's join notice still comes before
+/// anything the newcomer says.
+const NOTICE_HOLD: Duration = Duration::from_millis(50);
 
 /// What a socket asks for when it joins a room whose credentials it has already proven.
 pub struct Entry {
@@ -45,17 +57,15 @@ pub enum Refused {
 pub struct Hub {
     rooms: DashMap<RoomId, Arc<Room>>,
     next_id: AtomicU64,
-    bot: Bot,
     metrics: Metrics,
     limits: Limits,
 }
 
 impl Hub {
-    pub fn new(bot: Bot, metrics: Metrics, limits: Limits) -> Self {
+    pub fn new(metrics: Metrics, limits: Limits) -> Self {
         Self {
             rooms: DashMap::new(),
             next_id: AtomicU64::new(1),
-            bot,
             metrics,
             limits,
         }
@@ -159,6 +169,7 @@ impl Hub {
         };
         let views = state.views();
         let me = &state.members[index];
+        let (id, conn) = (me.id, me.conn);
         let welcome = ServerFrame::Welcome {
             room_id: room.id.as_ref(),
             you: me.view(),
@@ -169,16 +180,13 @@ impl Hub {
         .encode();
         let _ = me.outbox.push(&welcome);
         if fresh {
-            let audience = state.audience(Some(me.conn));
-            self.bot.joined(
-                room.clone(),
-                me.conn,
-                &me.view(),
-                state.members.len(),
-                audience,
-            );
+            let count = state.members.len();
+            let _ = me.outbox.push(&bot::greeting(me.name.as_ref(), count));
+            let notice = bot::joined(me.view(), count);
+            drop(views);
+            announce(room, &mut state, &notice, Some(conn));
         }
-        Ok(me.id)
+        Ok(id)
     }
 
     /// A socket has closed: its member leaves (unless it was already removed, by a kick, a
@@ -189,12 +197,8 @@ impl Hub {
             return;
         };
         let gone = state.members.remove(index);
-        self.bot.left(
-            room.clone(),
-            gone.name.as_ref(),
-            state.members.len(),
-            state.audience(None),
-        );
+        let notice = bot::left(gone.name.as_ref(), state.members.len());
+        announce(room, &mut state, &notice, None);
         if state.members.is_empty() {
             state.closed = true;
             self.forget(room);
@@ -240,13 +244,8 @@ impl Hub {
             .outbox
             .push(&ServerFrame::Kicked { by: &by_name }.encode());
         gone.outbox.close(close::KICKED, "kicked");
-        self.bot.kicked(
-            room.clone(),
-            gone.name.as_ref(),
-            &by_name,
-            state.members.len(),
-            state.audience(None),
-        );
+        let notice = bot::kicked(gone.name.as_ref(), &by_name, state.members.len());
+        announce(room, &mut state, &notice, None);
         if state.members.is_empty() {
             state.closed = true;
             self.forget(room);
@@ -277,5 +276,18 @@ impl Hub {
                     .close(close::GOING_AWAY, "server shutting down");
             }
         }
+    }
+}
+
+/// Queues a bot notice for every member present but `except`, held for [`NOTICE_HOLD`]: the
+/// first notice of a burst starts the timer that flushes them all.
+fn announce(room: &Arc<Room>, state: &mut RoomState, notice: &ByteString, except: Option<ConnId>) {
+    state.deliver_held(notice, except);
+    if !std::mem::replace(&mut state.notices_due, true) {
+        let room = room.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(NOTICE_HOLD).await;
+            room.flush_notices();
+        });
     }
 }

@@ -125,18 +125,42 @@ impl Outbox {
         (Self { shared }, drain)
     }
 
-    /// Queues a frame and wakes the writer if it waits. The caller holds the lock.
-    fn enqueue(&self, mut queue: MutexGuard<'_, Queue>, out: Out) {
+    /// Queues a frame and, when `wake`, wakes the writer if it waits. The caller holds the lock.
+    fn enqueue(&self, mut queue: MutexGuard<'_, Queue>, out: Out, wake: bool) {
         queue.frames.push_back(out);
-        let waker = queue.waker.take();
+        let waker = if wake { queue.waker.take() } else { None };
         drop(queue);
         if let Some(waker) = waker {
             waker.wake();
         }
     }
 
-    /// Queues a text frame; the bytes are shared, not copied.
+    /// Queues a text frame and wakes the writer; the bytes are shared, not copied.
     pub fn push(&self, frame: &ByteString) -> Result<(), PushError> {
+        self.push_text(frame, true)
+    }
+
+    /// Queues a text frame without waking the writer: it goes out with the next frame that does,
+    /// or at the next [`Outbox::flush`], in its place in the queue either way.
+    pub fn push_held(&self, frame: &ByteString) -> Result<(), PushError> {
+        self.push_text(frame, false)
+    }
+
+    /// Wakes the writer if frames wait for it.
+    pub fn flush(&self) {
+        let mut queue = self.shared.lock();
+        let waker = if queue.frames.is_empty() {
+            None
+        } else {
+            queue.waker.take()
+        };
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn push_text(&self, frame: &ByteString, wake: bool) -> Result<(), PushError> {
         let limits = self.shared.limits;
         let mut queue = self.shared.lock();
         if queue.closing {
@@ -152,14 +176,14 @@ impl Outbox {
             self.close(close::TRY_AGAIN_LATER, "too slow to keep up");
             return Err(PushError::Overflow);
         }
-        self.enqueue(queue, Out::Text(frame.clone()));
+        self.enqueue(queue, Out::Text(frame.clone()), wake);
         Ok(())
     }
 
     fn control(&self, out: Out) {
         let queue = self.shared.lock();
         if !queue.closing {
-            self.enqueue(queue, out);
+            self.enqueue(queue, out, true);
         }
     }
 
@@ -180,7 +204,7 @@ impl Outbox {
                 code: CloseCode::from(code),
                 description: Some(reason.to_owned()),
             };
-            self.enqueue(queue, Out::Close(reason));
+            self.enqueue(queue, Out::Close(reason), true);
         } else {
             drop(queue);
         }

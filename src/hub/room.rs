@@ -27,17 +27,6 @@ pub const SEQ_MEMORY: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
-/// The members present when something happened, who alone are told of it: a member who joins
-/// afterwards already has the news in its `welcome`, and the bot, which speaks later on its own
-/// task, must not tell it again with a stale count.
-pub struct Audience(Vec<ConnId>);
-
-impl Audience {
-    fn contains(&self, conn: ConnId) -> bool {
-        self.0.binary_search(&conn).is_ok()
-    }
-}
-
 /// A member's identity across reconnects: a socket replaced with the `session` token keeps it,
 /// so the member can still unsend what it sent before the blip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +69,8 @@ pub(super) struct RoomState {
     /// Set when the room leaves the hub (emptied or deleted); a join that raced with that
     /// must look the room up again.
     pub closed: bool,
+    /// Set while bot notices wait in members' queues for [`Room::flush_notices`].
+    pub notices_due: bool,
 }
 
 impl RoomState {
@@ -95,18 +86,6 @@ impl RoomState {
         self.members.iter().find(|m| m.id == id)
     }
 
-    /// Everyone present but `except`.
-    pub fn audience(&self, except: Option<ConnId>) -> Audience {
-        let mut conns: Vec<ConnId> = self
-            .members
-            .iter()
-            .map(|m| m.conn)
-            .filter(|c| Some(*c) != except)
-            .collect();
-        conns.sort_unstable();
-        Audience(conns)
-    }
-
     pub fn views(&self) -> Vec<MemberView<'_>> {
         self.members.iter().map(Member::view).collect()
     }
@@ -118,6 +97,14 @@ impl RoomState {
             .filter(|m| Some(m.conn) != except)
             .filter(|m| m.outbox.push(frame).is_ok())
             .count()
+    }
+
+    /// Queues one frame for every member but `except` without waking their writers; see
+    /// [`Room::flush_notices`].
+    pub fn deliver_held(&self, frame: &ByteString, except: Option<ConnId>) {
+        for member in self.members.iter().filter(|m| Some(m.conn) != except) {
+            let _ = member.outbox.push_held(frame);
+        }
     }
 
     fn next_seq(&mut self, sent: Sent) -> u64 {
@@ -165,6 +152,7 @@ impl Room {
                 sent: VecDeque::new(),
                 first_seq: 1,
                 closed: false,
+                notices_due: false,
             }),
         }
     }
@@ -177,6 +165,15 @@ impl Room {
 
     pub fn member_count(&self) -> usize {
         self.lock().members.len()
+    }
+
+    /// Sends the held notices on their way: wakes every member's writer that has frames waiting.
+    pub fn flush_notices(&self) {
+        let mut state = self.lock();
+        state.notices_due = false;
+        for member in &state.members {
+            member.outbox.flush();
+        }
     }
 
     /// True at most once a minute: a busy room pushes its store expiry forward without a store
@@ -334,25 +331,6 @@ impl Room {
             let _ = me
                 .outbox
                 .push(&ServerFrame::Members { members: &views }.encode());
-        }
-    }
-
-    /// Pushes a frame to one member.
-    pub fn send_to(&self, conn: ConnId, frame: &ByteString) {
-        if let Some(m) = self.lock().member(conn) {
-            let _ = m.outbox.push(frame);
-        }
-    }
-
-    /// Pushes a frame to the members of `audience` who are still here.
-    pub fn announce(&self, frame: &ByteString, audience: &Audience) {
-        for member in self
-            .lock()
-            .members
-            .iter()
-            .filter(|m| audience.contains(m.conn))
-        {
-            let _ = member.outbox.push(frame);
         }
     }
 }

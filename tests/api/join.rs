@@ -309,6 +309,45 @@ async fn a_full_room_is_4503() {
     .await;
 }
 
+/// A newcomer that speaks the moment it is in: the others hear that it joined before they hear
+/// it, every time (the notice is queued with the join, under the room's lock).
+#[tokio::test]
+async fn a_newcomers_join_notice_comes_before_its_first_message() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (mut watcher, _) = app.join(&room, "watcher").await;
+    let mut newcomers = Vec::new();
+    for i in 0..20 {
+        let mut ws = app.connect(&room.id).await;
+        // Join and message in one go, without waiting for the welcome.
+        ws.send_json(&json!({ "type": "join", "name": format!("n{i}"), "auth": room.auth }))
+            .await;
+        ws.send_json(&json!({ "type": "send", "txn": "1", "body": {"i": i} }))
+            .await;
+        newcomers.push(ws);
+    }
+    let mut announced = std::collections::HashSet::new();
+    let mut heard = 0;
+    while heard < 20 {
+        let frame = watcher.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "bot" => {
+                assert_eq!(frame["event"], "join", "{frame}");
+                announced.insert(frame["member"]["name"].as_str().unwrap().to_owned());
+            }
+            "message" => {
+                let from = frame["from"].as_str().unwrap();
+                assert!(
+                    announced.contains(from),
+                    "{from} spoke before its join notice"
+                );
+                heard += 1;
+            }
+            other => panic!("unexpected {other}: {frame}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn reconnect_with_the_session_token_replaces_the_old_socket_quietly() {
     let app = spawn_app().await;
