@@ -575,26 +575,42 @@ async fn join_storm(target: Arc<Target>, members: usize, joins: usize, rate: f64
     let room_list = Arc::new(target.rooms(1).await);
     let crowd = join_all(&target, &room_list, members, 256, "e").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The storm runs on a thread and runtime of its own: 500 handshakes at once on the thread
+    // that reads the members' messages would delay the reading, and the latency measured would
+    // be the generator's, not the server's. Its runtime lives until the chat is over, so the
+    // newcomers stay in the room.
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    let (over_tx, over_rx) = tokio::sync::oneshot::channel::<()>();
     let storm = {
         let (target, rooms) = (target.clone(), room_list.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let started = Instant::now();
-            let crowd = join_all(&target, &rooms, joins, joins, "s").await;
-            (
-                crowd.members.len(),
-                crowd.failed,
-                started.elapsed().as_secs_f64(),
-                percentiles(crowd.join_latencies),
-            )
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(runtime) = runtime else { return };
+            runtime.block_on(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let started = Instant::now();
+                let mut crowd = join_all(&target, &rooms, joins, joins, "s").await;
+                let _ = result_tx.send((
+                    crowd.members.len(),
+                    crowd.failed,
+                    started.elapsed().as_secs_f64(),
+                    percentiles(std::mem::take(&mut crowd.join_latencies)),
+                ));
+                let _ = over_rx.await;
+            });
         })
     };
     let senders = 10.min(members);
     let chatting = tokio::spawn(chat(crowd, senders, rate, 6.0, 0, Duration::from_secs(1)));
-    let Ok((joined, failed, took, join_latency)) = storm.await else {
-        return;
+    let Ok((joined, failed, took, join_latency)) = result_rx.await else {
+        return eprintln!("join-storm: the storm's thread could not start a runtime");
     };
-    let Ok((_, seen, _)) = chatting.await else {
+    let chatted = chatting.await;
+    let _ = over_tx.send(());
+    let _ = storm.join();
+    let Ok((_, seen, _)) = chatted else {
         return;
     };
     let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
