@@ -2,6 +2,7 @@ use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use super::store::{ListedRoom, RoomRecord, RoomStore, StoreError};
 
@@ -13,7 +14,14 @@ const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// Calls on the blocking pool at once. Unbounded, a crowd arriving at rooms not yet live
+    /// (every joiner looks its room up until the first one is in) started a thread per lookup:
+    /// 80 or more threads in a ramp, and 11 MB of their memory held until they exited.
+    permits: Arc<Semaphore>,
 }
+
+/// See [`EmbeddedStore::permits`]; redb reads run side by side, writes take turns inside redb.
+const CONCURRENT_CALLS: usize = 8;
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -26,7 +34,10 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(failed)?;
         txn.open_table(ROOMS).map_err(failed)?;
         txn.commit().map_err(failed)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            permits: Arc::new(Semaphore::new(CONCURRENT_CALLS)),
+        })
     }
 
     /// redb does file I/O and may fsync: run it on the blocking pool.
@@ -34,6 +45,7 @@ impl EmbeddedStore {
         &self,
         job: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _permit = self.permits.acquire().await.map_err(failed)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || job(&db))
             .await
@@ -171,5 +183,39 @@ impl RoomStore for EmbeddedStore {
             Ok(removed)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A crowd of calls shares a few blocking threads instead of starting one each.
+    #[tokio::test]
+    async fn calls_on_the_blocking_pool_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let calls = (0..64).map(|_| {
+            let (store, running, most) = (store.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                store
+                    .blocking(move |_| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            call.await.unwrap().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= CONCURRENT_CALLS, "{most} at once");
     }
 }
