@@ -218,52 +218,45 @@ impl Outbox {
 }
 
 impl Drain {
-    /// Waits for frames and encodes what is queued (up to [`CHUNK_BYTES`]) into `buf`. Returns
-    /// `false` once the close frame has been encoded: nothing follows it.
+    /// Waits for frames and encodes what is queued (up to [`CHUNK_BYTES`]) into `buf`, under
+    /// the queue's lock: no list of taken frames is built, and a push meanwhile only waits for
+    /// a few copies. Returns `false` once the close frame has been encoded: nothing follows it.
     async fn fill(&mut self, buf: &mut BytesMut) -> bool {
-        let batch = poll_fn(|cx| {
+        poll_fn(|cx| {
             let mut queue = self.shared.lock();
             if queue.frames.is_empty() {
-                queue.waker = Some(cx.waker().clone());
+                if !queue.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    queue.waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while bytes < CHUNK_BYTES {
+            let mut more = true;
+            while more && buf.len() < CHUNK_BYTES {
                 let Some(out) = queue.frames.pop_front() else {
                     break;
                 };
-                if let Out::Text(text) = &out {
-                    queue.bytes -= text.len();
-                    bytes += text.len();
-                }
-                batch.push(out);
+                let message = match out {
+                    Out::Text(text) => {
+                        queue.bytes -= text.len();
+                        Message::Text(text)
+                    }
+                    Out::Ping => Message::Ping(Bytes::new()),
+                    Out::Pong(payload) => Message::Pong(payload),
+                    Out::Close(reason) => {
+                        more = false;
+                        Message::Close(Some(reason))
+                    }
+                };
+                // The server codec's encoder cannot fail for a message it built itself.
+                let _ = self.codec.encode(message, buf);
             }
             if queue.frames.is_empty() {
                 // Given back: an idle member holds no slots (the next push costs one allocation).
                 queue.frames = VecDeque::new();
             }
-            Poll::Ready(batch)
+            Poll::Ready(more)
         })
-        .await;
-        let mut more = true;
-        for out in batch {
-            let message = match out {
-                Out::Text(text) => Message::Text(text),
-                Out::Ping => Message::Ping(Bytes::new()),
-                Out::Pong(payload) => Message::Pong(payload),
-                Out::Close(reason) => {
-                    more = false;
-                    Message::Close(Some(reason))
-                }
-            };
-            // The server codec's encoder cannot fail for a message it built itself.
-            let _ = self.codec.encode(message, buf);
-            if !more {
-                break;
-            }
-        }
-        more
+        .await
     }
 
     /// Marks the socket finished: nothing more is queued, and the session hears that it closes.
