@@ -15,14 +15,12 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use ephemera::client::{crypto, Api};
+use ephemera::client::{crypto, socket_config, Api};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::{net::TcpStream, sync::Semaphore};
 use tokio_tungstenite::{
-    connect_async_with_config,
-    tungstenite::{protocol::WebSocketConfig, Message},
-    MaybeTlsStream, WebSocketStream,
+    connect_async_with_config, tungstenite::Message, MaybeTlsStream, WebSocketStream,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -189,7 +187,7 @@ impl Target {
     async fn join(&self, room: &(String, String), name: &str) -> Result<Socket, String> {
         // Browsers disable Nagle on WebSockets; so does the generator.
         let (mut socket, _) =
-            connect_async_with_config(self.api.ws_url(&room.0), Some(ws_config()), true)
+            connect_async_with_config(self.api.ws_url(&room.0), Some(socket_config()), true)
                 .await
                 .map_err(|e| e.to_string())?;
         let join = json!({ "type": "join", "name": name, "auth": room.1 });
@@ -215,16 +213,6 @@ impl Target {
             }
         }
     }
-}
-
-/// Buffers sized for chat, on both the generator's sockets and the baseline relay's.
-/// tungstenite's default read buffer is 128 KiB, and it zeroes the unused part of it before
-/// every read: that was a third of the generator's CPU in a ramp (memset and page faults), and
-/// 128 KiB of memory per socket on either side.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
 }
 
 /// The send time carried in a relayed frame's body: `"t":<µs>`.
@@ -707,13 +695,15 @@ async fn serve_baseline(bind: &str) -> std::io::Result<()> {
         let (rooms, id) = (rooms.clone(), ids.fetch_add(1, Ordering::Relaxed));
         tokio::spawn(async move {
             let mut path = String::new();
+            // Chat-sized buffers, like the clients': the relay is the machine's speed of light,
+            // not tungstenite's 128 KiB default.
             let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
                 tcp,
                 |req: &Request, resp: Response| {
                     path = req.uri().path().to_owned();
                     Ok(resp)
                 },
-                Some(ws_config()),
+                Some(socket_config()),
             )
             .await
             else {

@@ -7,4 +7,4 @@ pub mod download;
 pub mod room;
 
 pub use api::{Api, ApiError, CreatedRoom, ListedRoom};
-pub use room::{Ended, Event, JoinError, Member, RoomClient, SendError};
+pub use room::{socket_config, Ended, Event, JoinError, Member, RoomClient, SendError};

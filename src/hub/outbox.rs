@@ -225,7 +225,11 @@ impl Drain {
         poll_fn(|cx| {
             let mut queue = self.shared.lock();
             if queue.frames.is_empty() {
-                if !queue.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !queue
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
                     queue.waker = Some(cx.waker().clone());
                 }
                 return Poll::Pending;
