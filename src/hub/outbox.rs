@@ -89,6 +89,16 @@ impl Shared {
     }
 }
 
+/// Wakes the writer if it waits, after letting go of the queue, so that it can take the lock at
+/// once.
+fn wake_writer(mut queue: MutexGuard<'_, Queue>) {
+    let waker = queue.waker.take();
+    drop(queue);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
 /// The sending half, held by the hub's member entry and by the session. Cloning is cheap.
 #[derive(Clone)]
 pub struct Outbox {
@@ -128,10 +138,8 @@ impl Outbox {
     /// Queues a frame and, when `wake`, wakes the writer if it waits. The caller holds the lock.
     fn enqueue(&self, mut queue: MutexGuard<'_, Queue>, out: Out, wake: bool) {
         queue.frames.push_back(out);
-        let waker = if wake { queue.waker.take() } else { None };
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
+        if wake {
+            wake_writer(queue);
         }
     }
 
@@ -148,15 +156,9 @@ impl Outbox {
 
     /// Wakes the writer if frames wait for it.
     pub fn flush(&self) {
-        let mut queue = self.shared.lock();
-        let waker = if queue.frames.is_empty() {
-            None
-        } else {
-            queue.waker.take()
-        };
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
+        let queue = self.shared.lock();
+        if !queue.frames.is_empty() {
+            wake_writer(queue);
         }
     }
 
