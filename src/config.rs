@@ -4,6 +4,9 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use ipnet::IpNet;
+
+use crate::address::ProxyHeader;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -47,9 +50,18 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Take the client address from the proxy's X-Forwarded-For/Forwarded header (rate limits).
-    #[arg(long, env = "EPHEMERA_TRUST_PROXY", default_value_t = false)]
-    pub trust_proxy: bool,
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose `--proxy-header` names
+    /// the client; from any other peer the header is ignored. Empty: the peer is the client.
+    #[arg(long, env = "EPHEMERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// The header trusted proxies name the client in.
+    #[arg(long, env = "EPHEMERA_PROXY_HEADER", value_enum, default_value_t = ProxyHeader::XForwardedFor)]
+    pub proxy_header: ProxyHeader,
+
+    /// Serve `/metrics` on this address only, instead of on `--bind`.
+    #[arg(long, env = "EPHEMERA_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 
     /// HTTP worker threads (0 = one per CPU).
     #[arg(long, env = "EPHEMERA_WORKERS", default_value_t = 0)]
@@ -88,6 +100,19 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
 
+    /// WebSocket connections one client address (an IPv4 address or an IPv6 /64) may hold at
+    /// once; one more is closed with 1013 (0 = unlimited).
+    #[arg(
+        long,
+        env = "EPHEMERA_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Of those, how many may be waiting to join at once (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_MAX_JOINING_PER_ADDRESS", default_value_t = 32)]
+    pub max_joining_per_address: usize,
+
     /// Frames one connection may send per 10 seconds (0 = unlimited).
     #[arg(long, env = "EPHEMERA_MESSAGES_PER_10S", default_value_t = 100)]
     pub messages_per_10s: u32,
@@ -117,6 +142,24 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_OUTBOUND_QUEUE_FRAMES", default_value_t = 4096)]
     pub outbound_queue_frames: usize,
 
+    /// Bytes queued for all members together (each recipient's copy counted) past which the
+    /// members furthest behind are closed with 1013 (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_OUTBOUND_BUDGET_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub outbound_budget_bytes: usize,
+
+    /// argon2 runs waiting for a hashing thread, at most; past it a join, delete or create is
+    /// answered `rate_limited` at once instead of waiting longer.
+    #[arg(long, env = "EPHEMERA_HASH_QUEUE", default_value_t = 64)]
+    pub hash_queue: usize,
+
+    /// argon2 runs one client address may have waiting or running at once.
+    #[arg(long, env = "EPHEMERA_HASHES_PER_ADDRESS", default_value_t = 2)]
+    pub hashes_per_address: usize,
+
+    /// Lobby requests (`GET /api/rooms`) one client address may make per minute (0 = unlimited).
+    #[arg(long, env = "EPHEMERA_LOBBY_PER_MINUTE", default_value_t = 60)]
+    pub lobby_per_minute: u32,
+
     /// Seconds a new socket has to send `join`.
     #[arg(long, env = "EPHEMERA_JOIN_TIMEOUT_SECS", default_value_t = 10)]
     pub join_timeout_secs: u64,
@@ -132,6 +175,14 @@ pub struct Config {
     /// Seconds to drain on SIGTERM or Ctrl-C.
     #[arg(long, env = "EPHEMERA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+}
+
+/// A proxy's address or network: `10.0.0.0/8`, `2001:db8::/32`, or a bare `192.0.2.7`.
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a CIDR block"))
 }
 
 impl Config {

@@ -9,11 +9,16 @@
 //! only thing that touches a store.
 //!
 //! - [`config`]: typed settings from flags and environment.
+//! - [`address`]: the client's address behind trusted proxies, and the key per-address limits
+//!   count it under.
 //! - [`startup`]: builds the store, hub and HTTP server; tests start the server from here.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal.
 //! - [`domain`]: `RoomId`, `MemberName`, `Auth`, … parsed at the edge.
 //! - [`protocol`]: the wire frames and the error-code table.
 //! - [`hub`]: live rooms, fan-out, `seq`, teardown; each member's outbound queue.
+//! - [`socket`]: a WebSocket's reading half: frames checked on their header, and the linger
+//!   after the server's own closes.
+//! - [`lobby`]: the listed rooms, in memory, for `GET /api/rooms`.
 //! - [`session`]: one socket's loop.
 //! - [`bot`]: the server's own voice: the words of its notices, which the hub queues in order.
 //! - [`credentials`]: keyed room-ID hashes, argon2id on a bounded pool, the stores.
@@ -22,17 +27,20 @@
 //! - [`telemetry`]: Prometheus metrics, logging and the redacting access log.
 //! - [`client`]: the client side (HTTP API, joined rooms, end-to-end crypto) for `ephemera-cli`.
 
+pub mod address;
 pub mod bot;
 pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod hub;
+pub mod lobby;
 pub mod protocol;
 pub mod ratelimit;
 pub mod routes;
 pub mod session;
 pub mod shutdown;
+pub mod socket;
 pub mod startup;
 pub mod telemetry;
 

@@ -102,6 +102,32 @@ pub mod close {
     pub const ROOM_DELETED: u16 = 4410;
 }
 
+/// A refusal as the client will hear it: its code, and how long to wait when it is
+/// `rate_limited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl Refusal {
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            retry_after: Some(wait),
+        }
+    }
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Self {
+        Self {
+            code,
+            retry_after: None,
+        }
+    }
+}
+
 /// The limits a client is told in `welcome`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Limits {

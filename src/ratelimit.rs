@@ -1,13 +1,21 @@
-//! Token buckets: per connection for what a member sends, and keyed (by IP, by room) for failed
-//! joins and room creations. A bucket holds `capacity` tokens and refills them evenly over
-//! `window`, so a burst up to the limit passes and a steady flood is held to the rate.
+//! Token buckets: per connection for what a member sends, and keyed (by client address, by room)
+//! for failed joins, room creations and lobby requests. A bucket holds `capacity` tokens and
+//! refills them evenly over `window`, so a burst up to the limit passes and a steady flood is held
+//! to the rate. Beside them, the counts that bound what one address holds at once: its sockets,
+//! and its argon2 runs.
 
 use std::{
     hash::Hash,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use dashmap::DashMap;
+
+use crate::{address::AddressKey, domain::RoomId};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -57,6 +65,12 @@ impl Bucket {
         }
     }
 
+    /// Puts back a token taken for an attempt that turned out to cost nothing.
+    fn give_back(&mut self, cost: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens + cost).min(self.capacity);
+    }
+
     fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.capacity
@@ -98,6 +112,13 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
             .take(1.0, now)
     }
 
+    /// Puts back the token [`Self::take`] took.
+    pub fn give_back(&self, key: &K) {
+        if let Some(mut bucket) = self.buckets.get_mut(key) {
+            bucket.give_back(1.0, Instant::now());
+        }
+    }
+
     /// Forgets full buckets, so the map holds only keys that have been limited recently.
     pub fn prune(&self) {
         let now = Instant::now();
@@ -110,48 +131,240 @@ pub fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The server's keyed limits: failed joins (and failed deletes) per IP and per room ID, and
-/// room creations per IP. Keys live in memory only.
+/// The server's keyed limits, in memory only.
 pub struct Limiters {
-    failed_per_ip: KeyedLimiter<std::net::IpAddr>,
-    failed_per_room: KeyedLimiter<String>,
-    creates_per_ip: KeyedLimiter<std::net::IpAddr>,
+    failed_per_address: KeyedLimiter<AddressKey>,
+    failed_per_room: KeyedLimiter<RoomId>,
+    creates_per_address: KeyedLimiter<AddressKey>,
+    lobby_per_address: KeyedLimiter<AddressKey>,
+    /// argon2 runs waiting or running, per address.
+    hashing: DashMap<AddressKey, usize>,
+    hashes_per_address: usize,
+    pub sockets: Arc<Sockets>,
 }
 
 impl Limiters {
     pub fn new(config: &crate::config::Config) -> Self {
         let minute = Duration::from_secs(60);
         Self {
-            failed_per_ip: KeyedLimiter::new(config.join_failures_per_ip, minute),
+            failed_per_address: KeyedLimiter::new(config.join_failures_per_ip, minute),
             failed_per_room: KeyedLimiter::new(config.join_failures_per_room, minute),
-            creates_per_ip: KeyedLimiter::new(config.creates_per_ip, Duration::from_secs(3600)),
+            creates_per_address: KeyedLimiter::new(
+                config.creates_per_ip,
+                Duration::from_secs(3600),
+            ),
+            lobby_per_address: KeyedLimiter::new(config.lobby_per_minute, minute),
+            hashing: DashMap::new(),
+            hashes_per_address: config.hashes_per_address.max(1),
+            sockets: Arc::new(Sockets::new(config)),
         }
     }
 
-    /// Whether this IP may try to join (or delete) this room now.
-    pub fn check_join(&self, ip: std::net::IpAddr, room: &str) -> Result<(), Duration> {
-        let by_ip = self.failed_per_ip.check(&ip);
-        let by_room = self.failed_per_room.check(&room.to_owned());
-        match (by_ip, by_room) {
+    /// A join's or a delete's claim on the failed-attempt allowances; see [`Attempt`].
+    pub fn attempt(&self, address: AddressKey, room: Option<RoomId>) -> Attempt<'_> {
+        Attempt {
+            limiters: self,
+            address,
+            room,
+            charged: false,
+            hashing: false,
+        }
+    }
+
+    pub fn create(&self, address: AddressKey) -> Result<(), Duration> {
+        self.creates_per_address.take(&address)
+    }
+
+    pub fn lobby(&self, address: AddressKey) -> Result<(), Duration> {
+        self.lobby_per_address.take(&address)
+    }
+
+    pub fn prune(&self) {
+        self.failed_per_address.prune();
+        self.failed_per_room.prune();
+        self.creates_per_address.prune();
+        self.lobby_per_address.prune();
+    }
+}
+
+/// One join's or delete's claim on the failed-attempt allowances of its address and its room.
+/// A token of each is taken before the work that could fail (looking up a room that is not live,
+/// an argon2 run) and given back when the credentials turn out right, so that a burst of wrong
+/// guesses sent at once is refused from the first one past the limit, not after all of them have
+/// been worked on. A claim that is dropped keeps its tokens: a client that hangs up during its
+/// argon2 run has still had it.
+pub struct Attempt<'a> {
+    limiters: &'a Limiters,
+    address: AddressKey,
+    room: Option<RoomId>,
+    charged: bool,
+    hashing: bool,
+}
+
+impl Attempt<'_> {
+    /// Refuses at once, before any work, when either allowance is used up.
+    pub fn check(&self) -> Result<(), Duration> {
+        let l = self.limiters;
+        let by_address = l.failed_per_address.check(&self.address);
+        let by_room = self
+            .room
+            .as_ref()
+            .map_or(Ok(()), |room| l.failed_per_room.check(room));
+        match (by_address, by_room) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(a), Err(b)) => Err(a.max(b)),
             (Err(w), _) | (_, Err(w)) => Err(w),
         }
     }
 
-    pub fn join_failed(&self, ip: std::net::IpAddr, room: &str) {
-        let _ = self.failed_per_ip.take(&ip);
-        let _ = self.failed_per_room.take(&room.to_owned());
+    /// Takes a token of each allowance (once per attempt), or refuses without taking any.
+    pub fn charge(&mut self) -> Result<(), Duration> {
+        if self.charged {
+            return Ok(());
+        }
+        let l = self.limiters;
+        l.failed_per_address.take(&self.address)?;
+        if let Some(room) = &self.room {
+            if let Err(wait) = l.failed_per_room.take(room) {
+                l.failed_per_address.give_back(&self.address);
+                return Err(wait);
+            }
+        }
+        self.charged = true;
+        Ok(())
     }
 
-    pub fn create(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
-        self.creates_per_ip.take(&ip)
+    /// Charges, and claims one of the address's argon2 runs; the claim ends with the attempt.
+    pub fn before_hashing(&mut self) -> Result<(), Duration> {
+        self.charge()?;
+        if self.hashing {
+            return Ok(());
+        }
+        let mut running = self.limiters.hashing.entry(self.address).or_insert(0);
+        if *running >= self.limiters.hashes_per_address {
+            return Err(Duration::from_secs(1));
+        }
+        *running += 1;
+        self.hashing = true;
+        Ok(())
     }
 
-    pub fn prune(&self) {
-        self.failed_per_ip.prune();
-        self.failed_per_room.prune();
-        self.creates_per_ip.prune();
+    /// The attempt did not fail on its credentials: the tokens go back.
+    pub fn refund(&mut self) {
+        if std::mem::take(&mut self.charged) {
+            let l = self.limiters;
+            l.failed_per_address.give_back(&self.address);
+            if let Some(room) = &self.room {
+                l.failed_per_room.give_back(room);
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.hashing {
+            self.limiters
+                .hashing
+                .remove_if_mut(&self.address, |_, running| {
+                    *running -= 1;
+                    *running == 0
+                });
+        }
+    }
+}
+
+/// Why a socket was turned away right after its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The server holds as many sockets as it may.
+    Server,
+    /// This address holds as many sockets, or as many waiting to join, as it may.
+    Address,
+}
+
+/// The sockets held, in all and per client address; see [`Sockets::open`].
+pub struct Sockets {
+    total: AtomicUsize,
+    per_address: DashMap<AddressKey, Held>,
+    max_total: usize,
+    max_per_address: usize,
+    max_joining_per_address: usize,
+}
+
+#[derive(Default)]
+struct Held {
+    open: usize,
+    joining: usize,
+}
+
+impl Sockets {
+    fn new(config: &crate::config::Config) -> Self {
+        let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
+        Self {
+            total: AtomicUsize::new(0),
+            per_address: DashMap::new(),
+            max_total: unlimited(config.max_connections),
+            max_per_address: unlimited(config.max_connections_per_address),
+            max_joining_per_address: unlimited(config.max_joining_per_address),
+        }
+    }
+
+    /// Counts a new socket, not yet joined, or says why it may not open.
+    pub fn open(self: &Arc<Self>, address: AddressKey) -> Result<Socket, Full> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Full::Server);
+        }
+        let mut held = self.per_address.entry(address).or_default();
+        if held.open >= self.max_per_address || held.joining >= self.max_joining_per_address {
+            drop(held);
+            self.release(address, false);
+            return Err(Full::Address);
+        }
+        held.open += 1;
+        held.joining += 1;
+        Ok(Socket {
+            sockets: self.clone(),
+            address,
+            joining: true,
+        })
+    }
+
+    /// Uncounts one socket (the total only, when the address had none counted yet).
+    fn release(&self, address: AddressKey, counted: bool) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        self.per_address.remove_if_mut(&address, |_, held| {
+            if counted {
+                held.open -= 1;
+            }
+            held.open == 0
+        });
+    }
+}
+
+/// One socket's place in [`Sockets`], given back when dropped.
+pub struct Socket {
+    sockets: Arc<Sockets>,
+    address: AddressKey,
+    joining: bool,
+}
+
+impl Socket {
+    /// The socket has joined: it no longer counts as waiting to.
+    pub fn joined(&mut self) {
+        if std::mem::take(&mut self.joining) {
+            if let Some(mut held) = self.sockets.per_address.get_mut(&self.address) {
+                held.joining -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.joined();
+        self.sockets.release(self.address, true);
     }
 }
 
@@ -189,6 +402,76 @@ mod tests {
         limiter.take(&"ip").unwrap();
         assert!(limiter.check(&"ip").is_err());
         assert!(limiter.check(&"other").is_ok());
+    }
+
+    fn limiters(tweak: impl FnOnce(&mut crate::config::Config)) -> Limiters {
+        let mut config = crate::config::Config::defaults();
+        tweak(&mut config);
+        Limiters::new(&config)
+    }
+
+    fn address(text: &str) -> AddressKey {
+        AddressKey::of(text.parse().unwrap())
+    }
+
+    #[test]
+    fn an_attempt_takes_its_tokens_before_the_work_and_gives_them_back_on_success() {
+        let l = limiters(|c| c.join_failures_per_ip = 2);
+        let me = address("192.0.2.1");
+        for _ in 0..5 {
+            let mut attempt = l.attempt(me, None);
+            attempt.charge().unwrap();
+            attempt.refund();
+        }
+        let mut first = l.attempt(me, None);
+        first.charge().unwrap();
+        let mut second = l.attempt(me, None);
+        second.charge().unwrap();
+        drop((first, second));
+        let third = l.attempt(me, None);
+        assert!(third.check().is_err());
+        assert!(l.attempt(address("192.0.2.2"), None).check().is_ok());
+    }
+
+    #[test]
+    fn an_address_has_a_bounded_number_of_argon2_runs_at_once() {
+        let l = limiters(|c| {
+            c.hashes_per_address = 1;
+            c.join_failures_per_ip = 100;
+        });
+        let me = address("2001:db8::1");
+        let mut running = l.attempt(me, None);
+        running.before_hashing().unwrap();
+        let mut neighbour = l.attempt(address("2001:db8::2"), None);
+        assert!(neighbour.before_hashing().is_err());
+        drop(running);
+        assert!(neighbour.before_hashing().is_ok());
+        drop(neighbour);
+        assert!(l.hashing.is_empty());
+    }
+
+    #[test]
+    fn sockets_are_counted_per_address_and_joining_separately() {
+        let l = limiters(|c| {
+            c.max_connections = 4;
+            c.max_connections_per_address = 3;
+            c.max_joining_per_address = 2;
+        });
+        let me = address("192.0.2.1");
+        let mut a = l.sockets.open(me).unwrap();
+        let _b = l.sockets.open(me).unwrap();
+        assert_eq!(l.sockets.open(me).err(), Some(Full::Address));
+        a.joined();
+        let _c = l.sockets.open(me).unwrap();
+        assert_eq!(l.sockets.open(me).err(), Some(Full::Address));
+        let _d = l.sockets.open(address("192.0.2.2")).unwrap();
+        assert_eq!(
+            l.sockets.open(address("192.0.2.3")).err(),
+            Some(Full::Server)
+        );
+        drop((a, _b, _c, _d));
+        assert!(l.sockets.per_address.is_empty());
+        assert_eq!(l.sockets.total.load(Ordering::Relaxed), 0);
     }
 
     #[test]

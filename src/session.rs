@@ -1,7 +1,7 @@
 //! One socket's life: wait for `join`, prove it, then relay frames until the socket closes, the
-//! member is removed, or the room goes. The session reads the socket; the writing half is the
-//! member's [`Outbox`], which the hub and the session both feed, and which its
-//! [`Drain`](crate::hub::Drain) writes out beside the session, in the same task.
+//! member is removed, or the room goes. The session reads the socket through [`Inbound`]; the
+//! writing half is the member's [`Outbox`], which the hub and the session both feed, and which
+//! its [`Drain`](crate::hub::Drain) writes out beside the session, in the same task.
 
 use std::{
     net::IpAddr,
@@ -9,18 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_http::ws::{Codec, Frame, Item, ProtocolError};
-use actix_web::web::{Bytes, BytesMut};
-use bytestring::ByteString;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio_util::codec::Decoder as _;
-
 use crate::{
+    address::AddressKey,
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
     hub::{ConnId, Entry, Outbox, Refused, Room},
-    protocol::{close, ClientFrame, ErrorCode, JoinFrame, ServerFrame},
-    ratelimit::{retry_after_ms, Bucket},
+    protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame},
+    ratelimit::{retry_after_ms, Bucket, Full},
+    socket::{Inbound, Incoming},
     startup::AppState,
 };
 
@@ -29,162 +25,57 @@ const MAX_BAD_FRAMES: u32 = 10;
 /// How often a join re-checks when the room it proved left the hub meanwhile.
 const JOIN_RETRIES: usize = 3;
 
-/// What the reader makes of the next WebSocket frame.
-enum Incoming {
-    Text(ByteString),
-    Binary,
-    Ping(Bytes),
-    Pong,
-    Close,
-    TooLarge,
-    InvalidUtf8,
-    Gone,
-}
-
-/// How much a read asks the socket for at least. The buffer exists only while bytes are in
-/// flight: an idle member holds none.
-const READ_CHUNK: usize = 4 * 1024;
-
-/// Reads frames, joining continuations and enforcing the size limit on the whole message.
-/// Partial frames and continuations live in `self`, so `next` is safe to cancel in a `select!`.
-pub struct Inbound {
-    io: OwnedReadHalf,
-    buf: BytesMut,
-    codec: Codec,
-    max_bytes: usize,
-    partial: Option<(bool, BytesMut)>,
-}
-
-impl Inbound {
-    /// `early` holds whatever the client sent after its upgrade request, already read.
-    pub fn new(io: OwnedReadHalf, early: BytesMut, max_bytes: usize) -> Self {
-        Self {
-            io,
-            buf: early,
-            codec: Codec::new().max_size(max_bytes),
-            max_bytes,
-            partial: None,
-        }
-    }
-
-    fn append(&mut self, text: bool, bytes: &[u8], first: bool) -> Option<Incoming> {
-        if first {
-            self.partial = Some((text, BytesMut::new()));
-        }
-        let Some((_, buf)) = self.partial.as_mut() else {
-            return Some(Incoming::Gone);
-        };
-        if buf.len() + bytes.len() > self.max_bytes {
-            return Some(Incoming::TooLarge);
-        }
-        buf.extend_from_slice(bytes);
-        None
-    }
-
-    /// The next frame off the wire; `None` at the end of the stream.
-    async fn frame(&mut self) -> Option<Result<Frame, ProtocolError>> {
-        loop {
-            if !self.buf.is_empty() {
-                match self.codec.decode(&mut self.buf) {
-                    Ok(Some(frame)) => {
-                        if self.buf.is_empty() {
-                            self.buf = BytesMut::new();
-                        }
-                        return Some(Ok(frame));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            if self.buf.capacity() == 0 {
-                // Idle: wait without a buffer, and allocate one only once bytes have arrived.
-                if self.io.readable().await.is_err() {
-                    return None;
-                }
-            }
-            self.buf.reserve(READ_CHUNK);
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    } else if self.io.readable().await.is_err() {
-                        return None;
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Incoming {
-        loop {
-            let frame = match self.frame().await {
-                None => return Incoming::Gone,
-                Some(Err(ProtocolError::Overflow)) => return Incoming::TooLarge,
-                Some(Err(_)) => return Incoming::Gone,
-                Some(Ok(frame)) => frame,
-            };
-            let done = match frame {
-                Frame::Text(bytes) => Some(text(bytes)),
-                Frame::Binary(_) => return Incoming::Binary,
-                Frame::Ping(payload) => return Incoming::Ping(payload),
-                Frame::Pong(_) => return Incoming::Pong,
-                Frame::Close(_) => return Incoming::Close,
-                Frame::Continuation(Item::FirstText(b)) => self.append(true, &b, true),
-                Frame::Continuation(Item::FirstBinary(b)) => self.append(false, &b, true),
-                Frame::Continuation(Item::Continue(b)) => self.append(true, &b, false),
-                Frame::Continuation(Item::Last(b)) => match self.append(true, &b, false) {
-                    Some(stop) => Some(stop),
-                    None => Some(match self.partial.take() {
-                        Some((true, buf)) => text(buf.freeze()),
-                        Some((false, _)) => Incoming::Binary,
-                        None => Incoming::Gone,
-                    }),
-                },
-            };
-            if let Some(incoming) = done {
-                return incoming;
-            }
-        }
-    }
-}
-
-/// A complete text message, if it is UTF-8.
-fn text(bytes: Bytes) -> Incoming {
-    match ByteString::try_from(bytes) {
-        Ok(text) => Incoming::Text(text),
-        Err(_) => Incoming::InvalidUtf8,
-    }
-}
-
 /// Sends an `error` frame and closes the socket with the error's close code.
 fn refuse(outbox: &Outbox, code: ErrorCode, retry_after_ms: Option<u64>) {
     let _ = outbox.push(&ServerFrame::error(code, None, retry_after_ms).encode());
     outbox.close(code.close_code(), code.as_str());
 }
 
-/// Ends the socket for a frame that cannot be answered with an error.
-fn end(outbox: &Outbox, incoming: &Incoming) {
+/// Who ended a socket. The server's own closes are followed by a linger (see
+/// [`Inbound::linger`]); a client that closed or vanished has nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    ByClient,
+    ByServer,
+    /// Turned away before anything was read (the server or the address is full): nothing to
+    /// linger for, and a flood of such sockets must not take the lingering places of others.
+    Turned,
+}
+
+/// Ends the socket for a message that cannot be answered with an error.
+fn end(outbox: &Outbox, incoming: &Incoming) -> Ended {
     match incoming {
         Incoming::TooLarge => refuse(outbox, ErrorCode::FrameTooLarge, None),
         Incoming::InvalidUtf8 => outbox.close(close::INVALID_PAYLOAD, "invalid UTF-8"),
-        _ => outbox.close(close::NORMAL, "bye"),
+        Incoming::Malformed => refuse(outbox, ErrorCode::BadRequest, None),
+        Incoming::Close | Incoming::Gone => {
+            outbox.close(close::NORMAL, "bye");
+            return Ended::ByClient;
+        }
+        Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_) | Incoming::Pong => {
+            outbox.close(close::NORMAL, "bye")
+        }
     }
+    Ended::ByServer
 }
 
-/// A refused join, as the socket will hear it.
-struct Refusal {
-    code: ErrorCode,
-    retry_after: Option<Duration>,
+/// The server is draining: the socket closes with 1001.
+fn shut_down(outbox: &Outbox) -> Ended {
+    outbox.close(close::GOING_AWAY, "server shutting down");
+    Ended::ByServer
 }
 
-impl From<ErrorCode> for Refusal {
-    fn from(code: ErrorCode) -> Self {
-        Self {
-            code,
-            retry_after: None,
+/// Takes a control frame's share of the allowance, waiting for it when it is used up. The socket
+/// is not read meanwhile, so a flood of pings or pongs slows its sender down (its writes wait on
+/// TCP) instead of costing the server. `false` when the socket closed while it waited.
+async fn pace(allowance: &mut Allowance, len: usize, outbox: &Outbox) -> bool {
+    loop {
+        match allowance.take(len) {
+            Ok(()) => return true,
+            Err(wait) => tokio::select! {
+                _ = outbox.closed() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            },
         }
     }
 }
@@ -205,22 +96,29 @@ impl Drop for Connected {
     }
 }
 
-/// Runs one socket from the upgrade to the close.
+/// Runs one socket from the upgrade to the close; says who closed it.
 pub async fn run(
     state: AppState,
     room_path: String,
     ip: IpAddr,
-    mut inbound: Inbound,
+    inbound: &mut Inbound,
     outbox: Outbox,
-) {
-    // The sockets escape the HTTP server's own connection limit once upgraded; this is theirs.
-    let cap = state.config.max_connections;
-    if cap > 0 && state.metrics.connections.get() >= i64::try_from(cap).unwrap_or(i64::MAX) {
-        outbox.close(close::TRY_AGAIN_LATER, "server busy");
-        return;
-    }
+) -> Ended {
+    // The sockets escape the HTTP server's own connection limit once upgraded; these are theirs.
+    let mut place = match state.limiters.sockets.open(AddressKey::of(ip)) {
+        Ok(place) => place,
+        Err(full) => {
+            let reason = match full {
+                Full::Server => "server busy",
+                Full::Address => "too many connections from this address",
+            };
+            outbox.close(close::TRY_AGAIN_LATER, reason);
+            return Ended::Turned;
+        }
+    };
     let _connected = Connected::new(&state.metrics.connections);
     let conn = state.hub.next_conn();
+    let mut allowance = Allowance::new(&state);
     // Boxed: the join's futures (store lookups, argon2) are large and needed once; the chat loop
     // that follows, which a member holds for hours, should not carry their size.
     let joining = Box::pin(await_join(
@@ -228,14 +126,18 @@ pub async fn run(
         &room_path,
         ip,
         conn,
-        &mut inbound,
+        inbound,
         &outbox,
+        &mut allowance,
     ));
-    let Some(room) = joining.await else {
-        return;
+    let room = match joining.await {
+        Ok(room) => room,
+        Err(ended) => return ended,
     };
-    chat(&state, &room, conn, &mut inbound, &outbox).await;
+    place.joined();
+    let ended = chat(&state, &room, conn, inbound, &outbox, &mut allowance).await;
     state.hub.leave(&room, conn);
+    ended
 }
 
 async fn await_join(
@@ -245,49 +147,57 @@ async fn await_join(
     conn: ConnId,
     inbound: &mut Inbound,
     outbox: &Outbox,
-) -> Option<Arc<Room>> {
+    allowance: &mut Allowance,
+) -> Result<Arc<Room>, Ended> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(state.config.join_timeout_secs);
     loop {
         let incoming = tokio::select! {
-            _ = outbox.closed() => return None,
+            _ = outbox.closed() => return Err(Ended::ByServer),
+            _ = state.stopping.cancelled() => return Err(shut_down(outbox)),
             incoming = tokio::time::timeout_at(deadline, inbound.next()) => incoming,
         };
         let incoming = match incoming {
             Ok(incoming) => incoming,
             Err(_) => {
                 refuse(outbox, ErrorCode::JoinTimeout, None);
-                return None;
+                return Err(Ended::ByServer);
             }
         };
         match incoming {
-            Incoming::Ping(payload) => outbox.pong(payload),
-            Incoming::Pong => {}
+            Incoming::Ping(payload) => {
+                if !pace(allowance, payload.len(), outbox).await {
+                    return Err(Ended::ByServer);
+                }
+                outbox.pong(payload);
+            }
+            Incoming::Pong => {
+                if !pace(allowance, 0, outbox).await {
+                    return Err(Ended::ByServer);
+                }
+            }
             Incoming::Text(text) => {
                 let Ok(ClientFrame::Join(join)) = ClientFrame::parse(&text) else {
                     refuse(outbox, ErrorCode::BadRequest, None);
-                    return None;
+                    return Err(Ended::ByServer);
                 };
                 return match admit(state, room_path, ip, conn, join, outbox).await {
-                    Ok(room) => Some(room),
+                    Ok(room) => Ok(room),
                     Err(refusal) => {
                         refuse(
                             outbox,
                             refusal.code,
                             refusal.retry_after.map(retry_after_ms),
                         );
-                        None
+                        Err(Ended::ByServer)
                     }
                 };
             }
             Incoming::Binary => {
                 refuse(outbox, ErrorCode::BadRequest, None);
-                return None;
+                return Err(Ended::ByServer);
             }
-            other => {
-                end(outbox, &other);
-                return None;
-            }
+            other => return Err(end(outbox, &other)),
         }
     }
 }
@@ -307,13 +217,6 @@ async fn admit(
         Err(r) => r.code.as_str(),
     };
     state.metrics.joins.with_label_values(&[label]).inc();
-    if let Err(Refusal {
-        code: ErrorCode::InvalidCredentials | ErrorCode::RoomNotFound,
-        ..
-    }) = outcome
-    {
-        state.limiters.join_failed(ip, room_path);
-    }
     outcome
 }
 
@@ -336,19 +239,35 @@ async fn admit_inner(
         .session
         .as_deref()
         .and_then(|s| SessionToken::parse(s).ok());
-    state
-        .limiters
-        .check_join(ip, room_path)
-        .map_err(|wait| Refusal {
-            code: ErrorCode::RateLimited,
-            retry_after: Some(wait),
-        })?;
+    // A malformed secret is checked like a wrong one, in its turn (after the room): it cannot
+    // match.
+    let auth = Auth::parse(&join.auth).ok();
+    let admin = join
+        .admin_password
+        .as_deref()
+        .map(|text| AdminPassword::parse(text).ok());
+    let mut secrets: Vec<(Secret, Option<&[u8]>)> =
+        vec![(Secret::Auth, auth.as_ref().map(|a| &a.as_bytes()[..]))];
+    if let Some(admin) = &admin {
+        secrets.push((Secret::Admin, admin.as_ref().map(AdminPassword::as_bytes)));
+    }
+    let room_id = RoomId::parse(room_path).ok();
+    let mut attempt = state.limiters.attempt(AddressKey::of(ip), room_id.clone());
+    attempt.check().map_err(Refusal::rate_limited)?;
+    let Some(room_id) = room_id else {
+        // No such room can exist; the probe still counts.
+        attempt.charge().map_err(Refusal::rate_limited)?;
+        return Err(ErrorCode::RoomNotFound.into());
+    };
     for _ in 0..JOIN_RETRIES {
-        let (room, admin) = prove(state, room_path, join).await?;
+        let proven = state.authenticate(&room_id, &secrets, &mut attempt).await?;
+        let Some(room) = state.go_live(&room_id, proven).await? else {
+            continue;
+        };
         let entry = Entry {
             conn,
             name: name.clone(),
-            admin,
+            admin: admin.is_some(),
             pubkey: pubkey.clone(),
             session: session.clone(),
             outbox: outbox.clone(),
@@ -357,6 +276,10 @@ async fn admit_inner(
             Ok(_) => {
                 if room.due_for_extension() {
                     state.credentials.extend(&room.record.id_hash);
+                    if room.record.listed {
+                        let until = time::OffsetDateTime::now_utc() + state.config.room_ttl();
+                        state.lobby.extend(&room_id, until);
+                    }
                 }
                 return Ok(room);
             }
@@ -368,47 +291,6 @@ async fn admit_inner(
         }
     }
     Err(ErrorCode::StoreUnavailable.into())
-}
-
-/// Proves the join's credentials against the room's record: the live room's cached record and
-/// accepted-proof digests when the room is live, the store and argon2 otherwise. Returns the
-/// live room and whether the joiner proved the admin password.
-async fn prove(
-    state: &AppState,
-    room_path: &str,
-    join: &JoinFrame<'_>,
-) -> Result<(Arc<Room>, bool), ErrorCode> {
-    let room_id = RoomId::parse(room_path).map_err(|_| ErrorCode::RoomNotFound)?;
-    let found = state
-        .find_room(&room_id)
-        .await
-        .map_err(|_| ErrorCode::StoreUnavailable)?
-        .ok_or(ErrorCode::RoomNotFound)?;
-    let auth = Auth::parse(&join.auth).map_err(|_| ErrorCode::InvalidCredentials)?;
-    let credentials = &state.credentials;
-    if !credentials
-        .prove(&found.record, Secret::Auth, auth.as_bytes())
-        .await
-    {
-        return Err(ErrorCode::InvalidCredentials);
-    }
-    let admin = match join.admin_password.as_deref() {
-        None => false,
-        Some(text) => {
-            let password = AdminPassword::parse(text).map_err(|_| ErrorCode::InvalidCredentials)?;
-            if !credentials
-                .prove(&found.record, Secret::Admin, password.as_bytes())
-                .await
-            {
-                return Err(ErrorCode::InvalidCredentials);
-            }
-            true
-        }
-    };
-    let room = found
-        .live
-        .unwrap_or_else(|| state.hub.open(&room_id, found.record));
-    Ok((room, admin))
 }
 
 /// The member's send allowance: frames and bytes per 10 seconds.
@@ -448,44 +330,56 @@ async fn chat(
     conn: ConnId,
     inbound: &mut Inbound,
     outbox: &Outbox,
-) {
+    allowance: &mut Allowance,
+) -> Ended {
     let ping_every = Duration::from_secs(state.config.ping_interval_secs);
     let idle_after = Duration::from_secs(state.config.idle_timeout_secs);
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut last_seen = Instant::now();
     let mut bad = 0;
-    let mut allowance = Allowance::new(state);
     loop {
         let incoming = tokio::select! {
             biased;
-            _ = outbox.closed() => return,
+            _ = outbox.closed() => return Ended::ByServer,
+            _ = state.stopping.cancelled() => return shut_down(outbox),
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= idle_after {
                     outbox.close(close::GOING_AWAY, "idle timeout");
-                    return;
+                    return Ended::ByServer;
                 }
                 outbox.ping();
                 continue;
             }
             incoming = inbound.next() => incoming,
         };
-        last_seen = Instant::now();
         let text = match incoming {
             Incoming::Text(text) => text,
             Incoming::Ping(payload) => {
+                if !pace(allowance, payload.len(), outbox).await {
+                    return Ended::ByServer;
+                }
+                last_seen = Instant::now();
                 outbox.pong(payload);
                 continue;
             }
-            Incoming::Pong => continue,
+            Incoming::Pong => {
+                if !pace(allowance, 0, outbox).await {
+                    return Ended::ByServer;
+                }
+                last_seen = Instant::now();
+                continue;
+            }
             Incoming::Binary => {
+                last_seen = Instant::now();
                 if bad_frame(&mut bad, None, outbox) {
-                    return;
+                    return Ended::ByServer;
                 }
                 continue;
             }
             other => return end(outbox, &other),
         };
+        last_seen = Instant::now();
         let frame = match ClientFrame::parse(&text) {
             Ok(ClientFrame::Join(_)) => Err(None),
             Ok(frame) => Ok(frame),
@@ -495,7 +389,7 @@ async fn chat(
             Ok(frame) => frame,
             Err(txn) => {
                 if bad_frame(&mut bad, txn.as_deref(), outbox) {
-                    return;
+                    return Ended::ByServer;
                 }
                 continue;
             }
@@ -505,7 +399,12 @@ async fn chat(
             ClientFrame::Send { txn, .. } | ClientFrame::Dm { txn, .. } => Some(txn.as_ref()),
             _ => None,
         };
-        if let Err(wait) = allowance.take(text.len()) {
+        // A `members` answer costs its size: in a large room it is thousands of times the ask.
+        let answer = match frame {
+            ClientFrame::Members => room.members_answer().len(),
+            _ => 0,
+        };
+        if let Err(wait) = allowance.take(text.len() + answer) {
             let error = ServerFrame::error(ErrorCode::RateLimited, txn, Some(retry_after_ms(wait)));
             let _ = outbox.push(&error.encode());
             continue;
@@ -561,7 +460,9 @@ async fn handle(
                 .await
                 .map_err(|_| ErrorCode::StoreUnavailable)?;
         }
-        ClientFrame::Members => room.members(conn),
+        ClientFrame::Members => {
+            let _ = outbox.push(&room.members_answer());
+        }
         ClientFrame::Ping { t } => {
             let _ = outbox.push(&ServerFrame::Pong { t: *t }.encode());
         }

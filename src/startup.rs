@@ -3,7 +3,7 @@
 
 use std::{
     future::Future,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    net::{IpAddr, SocketAddr, TcpListener},
     sync::Arc,
     time::Duration,
 };
@@ -12,19 +12,29 @@ use actix_http::{header::HeaderMap, HttpService};
 use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config};
 use actix_web::{dev::AppConfig, middleware::DefaultHeaders, web, App, HttpRequest};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    address::ProxyPolicy,
     config::Config,
     credentials::{
-        Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, StoreError,
+        Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, Secret,
+        StoreError,
     },
     domain::RoomId,
     hub::{Hub, QueueLimits, Room},
-    protocol::Limits,
-    ratelimit::Limiters,
+    lobby::Lobby,
+    protocol::{ErrorCode, Limits, Refusal},
+    ratelimit::{Attempt, Limiters},
     routes::{self, OriginPolicy},
+    socket::Lingering,
     telemetry::{self, Metrics},
 };
+
+/// How many closed sockets may wait for their client's close at once (see
+/// [`crate::socket::Inbound::linger`]): each holds a descriptor and one read's buffer for at most
+/// two seconds, and past this a socket is dropped at once, as if it had not lingered.
+const MAX_LINGERING: usize = 1024;
 
 /// A strict policy: only this origin's own files, no inline script, never framed. `blob:` lets
 /// the web client show media it decrypted itself.
@@ -40,6 +50,10 @@ pub const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("x-frame-options", "DENY"),
     ("cross-origin-opener-policy", "same-origin"),
 ];
+
+/// Sent too when the public URL is `https`: browsers then never reach the server over plain HTTP,
+/// where a network attacker could serve them another web client.
+const HSTS: (&str, &str) = ("strict-transport-security", "max-age=31536000");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,12 +74,31 @@ pub struct AppState {
     pub limiters: Arc<Limiters>,
     pub metrics: Metrics,
     pub origins: Arc<OriginPolicy>,
+    pub proxies: Arc<ProxyPolicy>,
+    pub lobby: Arc<Lobby>,
+    /// What every member's outbound queue is held to.
+    pub queue_limits: Arc<QueueLimits>,
+    /// Sockets the server closed, waiting for the client's side (RFC 6455 §7.1.1).
+    pub lingering: Lingering,
+    /// Cancelled when the server starts draining: every session closes its socket with 1001.
+    pub stopping: CancellationToken,
+    /// Every upgraded socket's task, so that the drain can wait for the last one.
+    pub sockets: TaskTracker,
 }
 
 /// A room's record, and the live room when someone is in it.
 pub struct Found {
     pub live: Option<Arc<Room>>,
     pub record: RoomRecord,
+}
+
+/// Credentials proven against a room's record.
+pub struct Proven {
+    /// The live room they were proven in, if the room was live.
+    pub live: Option<Arc<Room>>,
+    pub record: RoomRecord,
+    /// Whether argon2 ran, so that time passed between reading the record and now.
+    pub hashed: bool,
 }
 
 impl AppState {
@@ -86,35 +119,127 @@ impl AppState {
             .map(|record| Found { live: None, record }))
     }
 
+    /// Checks `secrets` against the room's record (a `None` secret is malformed and cannot
+    /// match), in the contract's order: the room (4404), then each secret (4401).
+    ///
+    /// A live room whose record has accepted these secrets before costs an HMAC each. Anything
+    /// slower (a store lookup, argon2) takes the room's turn and is charged to `attempt` first,
+    /// then given back if the secrets are right: a burst of wrong guesses is refused from the
+    /// first one past the allowance, before its work.
+    pub async fn authenticate(
+        &self,
+        room_id: &RoomId,
+        secrets: &[(Secret, Option<&[u8]>)],
+        attempt: &mut Attempt<'_>,
+    ) -> Result<Proven, Refusal> {
+        let credentials = &self.credentials;
+        let known = |record: &RoomRecord| {
+            secrets
+                .iter()
+                .all(|(which, s)| s.is_some_and(|s| credentials.knows(record, *which, s)))
+        };
+        if let Some(room) = self.hub.live(room_id) {
+            if known(&room.record) {
+                let record = room.record.clone();
+                return Ok(Proven {
+                    live: Some(room),
+                    record,
+                    hashed: false,
+                });
+            }
+        }
+        let _turn = credentials.turn(room_id).await;
+        let live = self.hub.live(room_id);
+        let record = match &live {
+            Some(room) => room.record.clone(),
+            None => {
+                attempt.charge().map_err(Refusal::rate_limited)?;
+                match credentials.fetch(room_id).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Err(ErrorCode::RoomNotFound.into()),
+                    Err(_) => {
+                        attempt.refund();
+                        return Err(ErrorCode::StoreUnavailable.into());
+                    }
+                }
+            }
+        };
+        let mut hashed = false;
+        for &(which, secret) in secrets {
+            let Some(secret) = secret else {
+                attempt.charge().map_err(Refusal::rate_limited)?;
+                return Err(ErrorCode::InvalidCredentials.into());
+            };
+            if credentials.knows(&record, which, secret) {
+                continue;
+            }
+            attempt.before_hashing().map_err(Refusal::rate_limited)?;
+            hashed = true;
+            match credentials.verify(&record, which, secret).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ErrorCode::InvalidCredentials.into()),
+                Err(_) => {
+                    attempt.refund();
+                    return Err(Refusal::rate_limited(Duration::from_secs(1)));
+                }
+            }
+        }
+        attempt.refund();
+        Ok(Proven {
+            live,
+            record,
+            hashed,
+        })
+    }
+
+    /// The live room a proof lets its member into: the room it was proven in, or the room made
+    /// live from the record it was proven against. `None` when that record is no longer the
+    /// room's (deleted, or deleted and created anew while argon2 ran): the join starts over.
+    pub async fn go_live(
+        &self,
+        room_id: &RoomId,
+        proven: Proven,
+    ) -> Result<Option<Arc<Room>>, Refusal> {
+        if let Some(room) = proven.live {
+            return Ok(Some(room));
+        }
+        if proven.hashed {
+            match self.credentials.fetch(room_id).await {
+                Ok(Some(current)) if current.same_credentials(&proven.record) => {}
+                Ok(_) => return Ok(None),
+                Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
+            }
+        }
+        Ok(self.hub.open(room_id, proven.record))
+    }
+
     /// Deletes a room's record, then tears the live room down: members get `room_deleted` and
     /// close 4410. A record already gone still tears the live room down.
     pub async fn delete_room(&self, room_id: &RoomId) -> Result<(), StoreError> {
         self.credentials.delete(room_id).await?;
+        self.lobby.remove(room_id);
         self.hub.delete(room_id);
         Ok(())
     }
 
-    /// The address rate limits count against: the peer, or the proxy's word for it when the
-    /// proxy is trusted (the first `for=` of `Forwarded`, else the first `X-Forwarded-For`).
+    /// The headers every response carries: [`SECURITY_HEADERS`], and HSTS behind HTTPS.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let https = self
+            .config
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.trim().to_ascii_lowercase().starts_with("https://"));
+        SECURITY_HEADERS.into_iter().chain(https.then_some(HSTS))
+    }
+
+    /// The client's address: the peer's, or the one a trusted proxy names.
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
-        self.config
-            .trust_proxy
-            .then(|| forwarded_for(headers))
-            .flatten()
-            .or_else(|| peer.map(|a| a.ip()))
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        self.proxies.client(headers, peer)
     }
 
     /// [`Self::client_ip`] of a request the app serves.
     pub fn request_ip(&self, req: &HttpRequest) -> IpAddr {
         self.client_ip(req.headers(), req.peer_addr())
-    }
-
-    pub fn queue_limits(&self) -> QueueLimits {
-        QueueLimits {
-            bytes: self.config.outbound_queue_bytes,
-            frames: self.config.outbound_queue_frames,
-        }
     }
 }
 
@@ -131,42 +256,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
-}
-
-/// The client a trusted proxy names: `Forwarded: for=…` (RFC 7239) first, then
-/// `X-Forwarded-For`, the first address of either (the client; the rest are proxies).
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let from_forwarded = headers
-        .get_all("forwarded")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([';', ',']))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            name.trim().eq_ignore_ascii_case("for").then_some(value)
-        });
-    let value = from_forwarded.or_else(|| {
-        headers
-            .get("x-forwarded-for")?
-            .to_str()
-            .ok()?
-            .split(',')
-            .next()
-    })?;
-    parse_address(value.trim().trim_matches('"'))
-}
-
-/// An address as proxies write it: bare, with a port, or bracketed IPv6 with or without one.
-fn parse_address(text: &str) -> Option<IpAddr> {
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            text.strip_prefix('[')?
-                .split(']')
-                .next()?
-                .parse::<IpAddr>()
-                .ok()
-        })
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn RoomStore>, StartError> {
@@ -197,7 +286,32 @@ async fn open_store(config: &Config) -> Result<Arc<dyn RoomStore>, StartError> {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on an address of its own, and its port.
+    metrics: Option<(u16, Server)>,
     state: AppState,
+}
+
+/// `/metrics` alone on its own listener, so that a public listener need not expose it.
+fn serve_metrics(state: &AppState, listener: TcpListener) -> std::io::Result<(u16, Server)> {
+    let port = listener.local_addr()?.port();
+    let data = web::Data::new(state.clone());
+    let headers: Vec<_> = state.headers().collect();
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .wrap(
+                headers
+                    .iter()
+                    .fold(DefaultHeaders::new(), |h, &pair| h.add(pair)),
+            )
+            .app_data(data.clone())
+            .configure(routes::configure_metrics)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    log::info!("metrics on port {port}");
+    Ok((port, server))
 }
 
 impl Application {
@@ -226,6 +340,7 @@ impl Application {
             config.argon2_iterations,
             config.argon2_parallelism,
             threads,
+            config.hash_queue,
         )?;
         let credentials =
             Credentials::new(store, hasher, pepper, metrics.clone(), config.room_ttl());
@@ -235,7 +350,17 @@ impl Application {
             bytes_per_10s: config.bytes_per_10s,
             max_members: config.max_members,
         };
+        let queue_limits = Arc::new(QueueLimits {
+            bytes: config.outbound_queue_bytes,
+            frames: config.outbound_queue_frames,
+            budget: config.outbound_budget_bytes,
+            queued: metrics.queued_bytes.clone(),
+            overflows: metrics.slow_readers.clone(),
+        });
+        let lobby = Arc::new(Lobby::new());
+        fill_lobby(&lobby, &credentials).await;
         let state = AppState {
+            lobby,
             hub: Arc::new(Hub::new(metrics.clone(), limits)),
             credentials,
             limiters: Arc::new(Limiters::new(&config)),
@@ -244,6 +369,14 @@ impl Application {
                 config.public_url.as_deref(),
                 &config.allowed_origins,
             )),
+            proxies: Arc::new(ProxyPolicy::new(
+                config.trusted_proxies.clone(),
+                config.proxy_header,
+            )),
+            queue_limits,
+            lingering: Lingering::new(MAX_LINGERING),
+            stopping: CancellationToken::new(),
+            sockets: TaskTracker::new(),
             config: Arc::new(config),
         };
         spawn_housekeeping(&state);
@@ -256,6 +389,7 @@ impl Application {
             state.config.workers
         };
         let app_state = state.clone();
+        let metrics_apart = state.config.metrics_bind.is_some();
         let server = Server::build()
             .workers(workers)
             .disable_signals()
@@ -265,13 +399,13 @@ impl Application {
                 let static_dir = static_dir.clone();
                 let app = App::new()
                     .wrap(
-                        SECURITY_HEADERS
-                            .iter()
-                            .fold(DefaultHeaders::new(), |h, &pair| h.add(pair)),
+                        app_state
+                            .headers()
+                            .fold(DefaultHeaders::new(), |h, pair| h.add(pair)),
                     )
                     .wrap(telemetry::access_log())
                     .app_data(data)
-                    .configure(|cfg| routes::configure(cfg, &static_dir));
+                    .configure(|cfg| routes::configure(cfg, &static_dir, !metrics_apart));
                 let state = app_state.clone();
                 HttpService::build()
                     // Chat frames are small and latency matters more than packet count.
@@ -290,9 +424,14 @@ impl Application {
             })?
             .run();
         log::info!("listening on port {port}");
+        let metrics = match state.config.metrics_bind {
+            Some(addr) => Some(serve_metrics(&state, listen(addr)?)?),
+            None => None,
+        };
         Ok(Self {
             port,
             server,
+            metrics,
             state,
         })
     }
@@ -301,12 +440,17 @@ impl Application {
         self.port
     }
 
+    /// The port of `/metrics` when it is served apart (`--metrics-bind`).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then closes every member with 1001 and drains for at
-    /// most the configured grace period.
+    /// Serves until `shutdown` resolves, then closes every socket with 1001 and waits, for at
+    /// most the configured grace period, until each has closed.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
@@ -318,11 +462,47 @@ impl Application {
             () = shutdown => {}
         }
         log::info!("draining");
-        self.state.hub.shutdown();
-        // Give the close frames a moment to leave before the workers stop.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let state = &self.state;
+        state.stopping.cancel();
+        state.sockets.close();
+        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+        if tokio::time::timeout(grace, state.sockets.wait())
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "{} sockets still open after the grace period",
+                state.sockets.len()
+            );
+        }
+        if let Some((_, metrics)) = self.metrics {
+            metrics.handle().stop(true).await;
+        }
         let (_, result) = tokio::join!(handle.stop(true), server);
         result
+    }
+}
+
+/// Fills the lobby from the store; while the store cannot be reached (MongoDB down at start-up),
+/// tries again every 10 s in the background, and the lobby shows the live listed rooms meanwhile.
+async fn fill_lobby(lobby: &Arc<Lobby>, credentials: &Credentials) {
+    match credentials.listed().await {
+        Ok(listed) => lobby.load(listed),
+        Err(e) => {
+            log::error!("cannot read the listed rooms yet ({e}); retrying every 10 s");
+            let (lobby, credentials) = (Arc::downgrade(lobby), credentials.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let Some(lobby) = lobby.upgrade() else { break };
+                    if let Ok(listed) = credentials.listed().await {
+                        lobby.load(listed);
+                        log::info!("listed rooms read");
+                        break;
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -340,11 +520,15 @@ fn spawn_housekeeping(state: &AppState) {
         }
     });
     let store = Arc::downgrade(state.credentials.store());
+    let lobby = Arc::downgrade(&state.lobby);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let Some(store) = store.upgrade() else { break };
+            let (Some(store), Some(lobby)) = (store.upgrade(), lobby.upgrade()) else {
+                break;
+            };
+            lobby.prune();
             match store.purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => log::info!("purged {n} expired rooms"),
@@ -352,45 +536,4 @@ fn spawn_housekeeping(state: &AppState) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use actix_http::header::{HeaderName, HeaderValue};
-
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        map
-    }
-
-    #[test]
-    fn the_first_forwarded_client_counts() {
-        let ip = |pairs| forwarded_for(&headers(pairs)).map(|ip| ip.to_string());
-        assert_eq!(
-            ip(&[("forwarded", "for=1.2.3.4, for=5.6.7.8")]).as_deref(),
-            Some("1.2.3.4")
-        );
-        assert_eq!(
-            ip(&[("forwarded", "proto=https;for=\"[2001:db8::1]:4711\"")]).as_deref(),
-            Some("2001:db8::1")
-        );
-        assert_eq!(
-            ip(&[("x-forwarded-for", "9.9.9.9:80, 10.0.0.1")]).as_deref(),
-            Some("9.9.9.9")
-        );
-        assert_eq!(
-            ip(&[("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]).as_deref(),
-            Some("1.1.1.1")
-        );
-        assert_eq!(ip(&[("forwarded", "for=unknown")]), None);
-        assert_eq!(ip(&[]), None);
-    }
 }

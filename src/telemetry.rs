@@ -19,6 +19,7 @@ pub struct Metrics {
     pub store_seconds: HistogramVec,
     pub slow_readers: IntCounter,
     pub argon2_runs: IntCounterVec,
+    pub queued_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -70,6 +71,11 @@ impl Metrics {
                 &["op"],
             )
             .unwrap(),
+            queued_bytes: IntGauge::new(
+                "ephemera_outbound_queued_bytes",
+                "Bytes queued to members and not yet written (each recipient's copy counted)",
+            )
+            .unwrap(),
             registry,
         };
         #[allow(clippy::unwrap_used)]
@@ -84,6 +90,7 @@ impl Metrics {
             r.register(Box::new(metrics.store_seconds.clone())).unwrap();
             r.register(Box::new(metrics.slow_readers.clone())).unwrap();
             r.register(Box::new(metrics.argon2_runs.clone())).unwrap();
+            r.register(Box::new(metrics.queued_bytes.clone())).unwrap();
         }
         metrics
     }

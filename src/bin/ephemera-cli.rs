@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use ephemera::client::{
-    crypto, download, Api, ApiError, Ended, Event, JoinError, RoomClient, SendError,
+    crypto, download, terminal, Api, ApiError, Ended, Event, JoinError, RoomClient, SendError,
 };
 use serde_json::json;
 use tokio::{io::AsyncBufReadExt, sync::mpsc};
@@ -211,8 +211,8 @@ async fn run(cli: &Cli) -> Result<u8, Fail> {
                 println!(
                     "{:>5}  {}  {}",
                     room.members,
-                    room.room_id,
-                    room.title.unwrap_or_default()
+                    terminal::line(&room.room_id),
+                    terminal::line(&room.title.unwrap_or_default())
                 );
             }
             Ok(0)
@@ -365,8 +365,11 @@ fn print_event(event: &Event, json: bool, downloads: &Path) -> Option<u8> {
                 json!({ "type": "ended", "room": room, "reason": ended(reason).1 })
             }
         };
-        println!("{line}");
+        println!("{}", terminal::json(&line));
     } else {
+        // Everything another member chose (names, texts, file names, the bot's words, which
+        // carry names) is escaped before it reaches the terminal.
+        let l = terminal::line;
         match event {
             Event::Message {
                 room,
@@ -375,7 +378,7 @@ fn print_event(event: &Event, json: bool, downloads: &Path) -> Option<u8> {
                 to: None,
                 text,
                 ..
-            } => println!("[{room} #{seq}] {from}: {text}"),
+            } => println!("[{room} #{seq}] {}: {}", l(from), terminal::message(text)),
             Event::Message {
                 room,
                 seq,
@@ -383,7 +386,12 @@ fn print_event(event: &Event, json: bool, downloads: &Path) -> Option<u8> {
                 to: Some(to),
                 text,
                 ..
-            } => println!("[{room} #{seq}] {from} → {to} (private): {text}"),
+            } => println!(
+                "[{room} #{seq}] {} → {} (private): {}",
+                l(from),
+                l(to),
+                terminal::message(text)
+            ),
             Event::File {
                 room,
                 seq,
@@ -393,27 +401,34 @@ fn print_event(event: &Event, json: bool, downloads: &Path) -> Option<u8> {
                 ..
             } => match &saved {
                 Some(Ok(path)) => println!(
-                    "[{room} #{seq}] {from} sent {name} ({} bytes), saved to {}",
+                    "[{room} #{seq}] {} sent {} ({} bytes), saved to {}",
+                    l(from),
+                    l(name),
                     data.len(),
-                    path.display()
+                    l(&path.display().to_string())
                 ),
                 _ => println!(
-                    "[{room} #{seq}] {from} sent {name} ({} bytes), which could not be saved",
+                    "[{room} #{seq}] {} sent {} ({} bytes), which could not be saved",
+                    l(from),
+                    l(name),
                     data.len()
                 ),
             },
             Event::Undecryptable { room, seq, from } => {
-                println!("[{room} #{seq}] {from}: ⚠ a message that does not decrypt")
+                println!(
+                    "[{room} #{seq}] {}: ⚠ a message that does not decrypt",
+                    l(from)
+                )
             }
-            Event::Bot { room, text, .. } => println!("[{room}] * {text}"),
+            Event::Bot { room, text, .. } => println!("[{room}] * {}", l(text)),
             Event::Unsent { room, seq, by } => {
-                println!("[{room}] * message #{seq} was unsent by {by}")
+                println!("[{room}] * message #{seq} was unsent by {}", l(by))
             }
             Event::Typing { .. } | Event::Read { .. } => {}
-            Event::Notice { room, message, .. } => println!("[{room}] ! {message}"),
+            Event::Notice { room, message, .. } => println!("[{room}] ! {}", l(message)),
             Event::Reconnecting { room } => println!("[{room}] * connection lost; reconnecting…"),
             Event::Reconnected { room } => println!("[{room}] * reconnected"),
-            Event::Ended { room, reason } => println!("[{room}] * {}", ended(reason).1),
+            Event::Ended { room, reason } => println!("[{room}] * {}", l(&ended(reason).1)),
         }
     }
     let _ = std::io::stdout().flush();
@@ -632,7 +647,8 @@ async fn command(
                     .dm_fingerprint(&m.name)
                     .map(|f| format!("  DM key {f}"))
                     .unwrap_or_default();
-                println!("  {}{}{fp}", m.name, if m.admin { " (admin)" } else { "" });
+                let name = terminal::line(&m.name);
+                println!("  {name}{}{fp}", if m.admin { " (admin)" } else { "" });
             }
         }
         "list" => {
@@ -640,8 +656,8 @@ async fn command(
                 println!(
                     "  {:>5}  {}  {}",
                     room.members,
-                    room.room_id,
-                    room.title.unwrap_or_default()
+                    terminal::line(&room.room_id),
+                    terminal::line(&room.title.unwrap_or_default())
                 );
             }
         }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod crypto;
 pub mod download;
 pub mod room;
+pub mod terminal;
 
 pub use api::{Api, ApiError, CreatedRoom, ListedRoom};
 pub use room::{socket_config, Ended, Event, JoinError, Member, RoomClient, SendError};

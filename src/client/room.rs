@@ -39,6 +39,11 @@ pub const FILE_CHUNK: usize = 128 * 1024;
 const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest file a client assembles, against a peer announcing absurd sizes.
 const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Files still arriving that a client holds at most, from all members and from one.
+const MAX_PARTIAL_FILES: usize = 16;
+const MAX_PARTIAL_FILES_PER_SENDER: usize = 4;
+/// Bytes of files still arriving that a client holds at most.
+const MAX_PARTIAL_BYTES: u64 = 1 << 30;
 
 /// The plaintext inside an envelope.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,8 +186,11 @@ enum Echo {
 struct Partial {
     name: String,
     mime: String,
+    size: u64,
     parts: Vec<Option<Vec<u8>>>,
     got: u32,
+    /// Bytes received so far.
+    bytes: u64,
 }
 
 struct State {
@@ -595,6 +603,10 @@ async fn run(inner: Arc<Inner>, mut attached: Attached) {
             tokio::time::sleep(delay).await;
             match connect(&inner).await {
                 Ok(socket) => break attach(&inner, socket),
+                // A server going down (1001) or too busy (1013) is tried again, like no server.
+                Err(JoinError::Refused { close, .. }) if !is_final(close) => {
+                    delay = (delay * 2).min(Duration::from_secs(30))
+                }
                 Err(JoinError::Refused { code, close, .. }) => {
                     inner.emit(Event::Ended {
                         room: inner.room_id.clone(),
@@ -761,22 +773,52 @@ fn assemble(
     {
         return None;
     }
+    // Matched by sender and id, so no other member can add to the file; the first chunk sets its
+    // name, type, size and count, and memory for files still arriving is bounded.
     let key = (from.clone(), chunk.id.clone());
-    let partial = state.files.entry(key.clone()).or_insert_with(|| Partial {
-        name: chunk.name.clone(),
-        mime: chunk.mime.clone(),
-        parts: vec![None; chunk.total as usize],
-        got: 0,
-    });
+    if !state.files.contains_key(&key) {
+        let from_sender = state.files.keys().filter(|(f, _)| *f == from).count();
+        if from_sender >= MAX_PARTIAL_FILES_PER_SENDER || state.files.len() >= MAX_PARTIAL_FILES {
+            return None;
+        }
+        state.files.insert(
+            key.clone(),
+            Partial {
+                name: chunk.name.clone(),
+                mime: chunk.mime.clone(),
+                size: chunk.size,
+                parts: vec![None; chunk.total as usize],
+                got: 0,
+                bytes: 0,
+            },
+        );
+    }
+    let held: u64 = state.files.values().map(|p| p.bytes).sum();
+    let partial = state.files.get_mut(&key)?;
+    let len = data.len() as u64;
+    if partial.parts.len() != chunk.total as usize || partial.size != chunk.size {
+        return None;
+    }
+    if data.len() > FILE_CHUNK
+        || partial.bytes + len > partial.size
+        || held + len > MAX_PARTIAL_BYTES
+    {
+        state.files.remove(&key);
+        return None;
+    }
     let slot = partial.parts.get_mut(chunk.index as usize)?;
     if slot.is_none() {
         *slot = Some(data);
         partial.got += 1;
+        partial.bytes += len;
     }
     if (partial.got as usize) < partial.parts.len() {
         return None;
     }
     let done = state.files.remove(&key)?;
+    if done.bytes != done.size {
+        return None;
+    }
     let data = done.parts.into_iter().flatten().flatten().collect();
     Some(Event::File {
         room,

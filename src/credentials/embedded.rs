@@ -29,8 +29,9 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 
 impl EmbeddedStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(failed)?;
-        let db = Database::create(data_dir.join("rooms.redb")).map_err(failed)?;
+        let path = data_dir.join("rooms.redb");
+        private_file(data_dir, &path).map_err(failed)?;
+        let db = Database::create(path).map_err(failed)?;
         let txn = db.begin_write().map_err(failed)?;
         txn.open_table(ROOMS).map_err(failed)?;
         txn.commit().map_err(failed)?;
@@ -51,6 +52,29 @@ impl EmbeddedStore {
             .await
             .map_err(failed)?
     }
+}
+
+/// Makes the data directory (0700 when it is new) and the store file, readable by the server's
+/// user only: the file holds the room-ID hashes, and the pepper beside it is 0600 too. An
+/// existing file made by an earlier version is narrowed to 0600.
+#[cfg(unix)]
+fn private_file(dir: &Path, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn private_file(dir: &Path, _path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 fn decode(bytes: &[u8]) -> Result<RoomRecord, StoreError> {
@@ -153,6 +177,7 @@ impl RoomStore for EmbeddedStore {
                         rooms.push(ListedRoom {
                             room_id,
                             title: record.title,
+                            expires_at: record.expires_at,
                         });
                     }
                 }
@@ -191,6 +216,23 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_file_is_private_to_the_server() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        drop(EmbeddedStore::open(&data).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("rooms.redb")), 0o600);
+        assert_eq!(mode(&data), 0o700);
+        // A file an earlier version made world-readable is narrowed at the next start.
+        let file = data.join("rooms.redb");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(EmbeddedStore::open(&data).unwrap());
+        assert_eq!(mode(&file), 0o600);
+    }
 
     /// A crowd of calls shares a few blocking threads instead of starting one each.
     #[tokio::test]

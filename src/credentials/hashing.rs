@@ -1,4 +1,7 @@
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
 
 use argon2::{password_hash::PasswordHash, Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
@@ -11,6 +14,9 @@ pub enum HashError {
     Hash(argon2::Error),
     #[error("the hashing threads are gone")]
     Join,
+    /// Every hashing thread is busy and the queue in front of them is full.
+    #[error("too many argon2 runs are waiting")]
+    Busy,
 }
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -88,26 +94,42 @@ impl Worker {
 /// argon2id on a fixed pool of `threads` dedicated threads: a burst of joins queues up instead
 /// of taking every blocking thread, the async executor never runs a hash, and memory stays at
 /// `threads` × the argon2 memory cost, each thread reusing its own working memory (on the shared
-/// blocking pool, hundreds of threads had each kept 19 MiB). The threads end when the last
-/// handle is dropped.
+/// blocking pool, hundreds of threads had each kept 19 MiB). The queue in front of the threads is
+/// bounded too: past it a run is refused ([`HashError::Busy`]) rather than made to wait behind
+/// everyone else's. The threads end when the last handle is dropped.
 #[derive(Clone)]
 pub struct Hasher {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Runs waiting or running.
+    pending: Arc<AtomicUsize>,
+    /// The most that may be: the threads' runs and the queue's.
+    capacity: usize,
+}
+
+/// One run's place in [`Hasher::pending`], given back when the run ends or is dropped unrun.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Hasher {
+    /// `queue` runs may wait for one of the `threads`.
     pub fn new(
         memory_kib: u32,
         iterations: u32,
         parallelism: u32,
         threads: usize,
+        queue: usize,
     ) -> Result<Self, HashError> {
         let params = Params::new(memory_kib, iterations, parallelism, Some(32))
             .map_err(HashError::Params)?;
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let (jobs, waiting) = std::sync::mpsc::channel::<Job>();
+        let waiting = Arc::new(Mutex::new(waiting));
         for i in 0..threads.max(1) {
-            let (queue, params) = (queue.clone(), params.clone());
+            let (queue, params) = (waiting.clone(), params.clone());
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
@@ -129,17 +151,29 @@ impl Hasher {
                 })
                 .map_err(|_| HashError::Join)?;
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            pending: Arc::new(AtomicUsize::new(0)),
+            capacity: threads.max(1) + queue,
+        })
     }
 
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError::Busy);
+        }
+        let place = Pending(self.pending.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |argon2| {
-                let _ = tx.send(job(argon2));
+                let out = job(argon2);
+                // Free before answering: the caller may try again the moment it has its answer.
+                drop(place);
+                let _ = tx.send(out);
             }))
             .map_err(|_| HashError::Join)?;
         rx.await.map_err(|_| HashError::Join)
@@ -162,7 +196,35 @@ mod tests {
     use argon2::password_hash::SaltString;
 
     fn cheap() -> Hasher {
-        Hasher::new(1024, 1, 1, 2).unwrap()
+        Hasher::new(1024, 1, 1, 2, 8).unwrap()
+    }
+
+    /// A full queue refuses at once; a place frees as soon as a run ends.
+    #[tokio::test]
+    async fn past_the_queue_a_run_is_refused_not_queued() {
+        let hasher = Hasher::new(1024, 1, 1, 1, 1).unwrap();
+        // The one thread is held by a run that waits for the test, and one more run queues.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holding = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.run(move |_| held.recv()).await })
+        };
+        let queued = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.hash(b"queued".to_vec()).await })
+        };
+        while hasher.pending.load(Ordering::Relaxed) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            hasher.hash(b"one too many".to_vec()).await,
+            Err(HashError::Busy)
+        ));
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap().unwrap();
+        assert!(queued.await.unwrap().is_ok());
+        assert_eq!(hasher.pending.load(Ordering::Relaxed), 0);
+        assert!(hasher.hash(b"again".to_vec()).await.is_ok());
     }
 
     #[tokio::test]
@@ -215,7 +277,7 @@ mod tests {
     /// for its whole duration; here a ticker keeps ticking while several hashes run.
     #[tokio::test(flavor = "current_thread")]
     async fn hashing_runs_off_the_executor() {
-        let hasher = Hasher::new(19_456, 2, 1, 1).unwrap();
+        let hasher = Hasher::new(19_456, 2, 1, 1, 8).unwrap();
         let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let ticker = {
             let ticks = ticks.clone();

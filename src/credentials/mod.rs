@@ -65,11 +65,16 @@ impl Pepper {
         hex(&self.mac(b"ephemera/room-id\0", room_id.as_ref().as_bytes()))
     }
 
-    /// A keyed digest of a secret that argon2 has already accepted, kept in memory while its room
-    /// is live so the next member presenting the same proof costs an HMAC, not an argon2 run.
-    pub fn verifier(&self, room_hash: &str, secret: &[u8]) -> [u8; 32] {
+    /// A keyed digest of a secret that argon2 has already accepted, kept in memory so the next
+    /// member presenting the same proof costs an HMAC, not an argon2 run. It is bound to the
+    /// stored hash it was checked against (whose salt is fresh at every creation), so a check of
+    /// an old key that finishes after its room was deleted and created anew proves nothing about
+    /// the new room.
+    pub fn verifier(&self, room_hash: &str, phc: &str, secret: &[u8]) -> [u8; 32] {
         let mut domain = b"ephemera/verifier\0".to_vec();
         domain.extend_from_slice(room_hash.as_bytes());
+        domain.push(0);
+        domain.extend_from_slice(phc.as_bytes());
         domain.push(0);
         self.mac(&domain, secret)
     }
@@ -109,6 +114,46 @@ mod tests {
         assert!(!a.contains("team"));
     }
 
+    /// A check of a room's old key that began before the room was deleted and created anew, and
+    /// ends after, must not let that key into the new room: its digest is bound to the old
+    /// record's hash.
+    #[tokio::test]
+    async fn a_key_checked_against_an_old_record_proves_nothing_for_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let hasher = Hasher::new(1024, 1, 1, 1, 8).unwrap();
+        let metrics = crate::telemetry::Metrics::new();
+        let ttl = std::time::Duration::from_secs(3600);
+        let credentials = Credentials::new(store, hasher, Pepper::new(b"p"), metrics, ttl);
+        let id = RoomId::parse("team-42").unwrap();
+        let key =
+            |byte| crate::domain::Auth::parse(&crate::domain::encode_b64url(&[byte; 32])).unwrap();
+        let room = |auth| NewRoom {
+            room_id: id.clone(),
+            auth,
+            admin_password: crate::domain::AdminPassword::parse("admin password").unwrap(),
+            listed: false,
+            title: None,
+        };
+        let old = credentials.create(room(key(1))).await.unwrap();
+        credentials.delete(&id).await.unwrap();
+        let new = credentials.create(room(key(2))).await.unwrap();
+        // The slow check of the old key ends now, against the record it read.
+        assert!(credentials
+            .verify(&old, Secret::Auth, key(1).as_bytes())
+            .await
+            .unwrap());
+        assert!(!credentials.knows(&new, Secret::Auth, key(1).as_bytes()));
+        assert!(!credentials
+            .verify(&new, Secret::Auth, key(1).as_bytes())
+            .await
+            .unwrap());
+        assert!(credentials
+            .verify(&new, Secret::Auth, key(2).as_bytes())
+            .await
+            .unwrap());
+    }
+
     #[test]
     fn the_generated_pepper_is_kept_across_starts() {
         let dir = tempfile::tempdir().unwrap();
@@ -146,6 +191,14 @@ pub enum CreateError {
     Unavailable(String),
     #[error(transparent)]
     Hash(#[from] HashError),
+}
+
+/// The stored hash a secret is checked against.
+fn phc(record: &RoomRecord, which: Secret) -> &str {
+    match which {
+        Secret::Auth => &record.auth_hash,
+        Secret::Admin => &record.admin_hash,
+    }
 }
 
 /// What a creator asks for, already validated.
@@ -229,11 +282,8 @@ impl Credentials {
             Ok(()) => {
                 // The creator just proved both secrets: the room's first joins need no argon2.
                 self.verifiers.forget(&record.id_hash);
-                let id = &record.id_hash;
-                let auth = self.pepper.verifier(id, new.auth.as_bytes());
-                let admin = self.pepper.verifier(id, new.admin_password.as_bytes());
-                self.verifiers.remember(id, Secret::Auth, auth);
-                self.verifiers.remember(id, Secret::Admin, admin);
+                self.remember(&record, Secret::Auth, new.auth.as_bytes());
+                self.remember(&record, Secret::Admin, new.admin_password.as_bytes());
                 Ok(record)
             }
             Err(StoreError::Exists) => Err(CreateError::Exists),
@@ -279,48 +329,81 @@ impl Credentials {
         });
     }
 
-    /// Whether `secret` is the room's auth proof or admin password: an HMAC when argon2 has
-    /// accepted it before, otherwise argon2, one run per room at a time.
-    pub async fn prove(&self, record: &RoomRecord, which: Secret, secret: &[u8]) -> bool {
+    fn remember(&self, record: &RoomRecord, which: Secret, secret: &[u8]) {
         let id = &record.id_hash;
-        let digest = self.pepper.verifier(id, secret);
-        if self.verifiers.knows(id, which, &digest) {
-            return true;
-        }
-        let gate = self.verifiers.gate(id);
-        let proven = {
-            let _turn = gate.lock().await;
-            if self.verifiers.knows(id, which, &digest) {
-                true
-            } else {
-                let phc = match which {
-                    Secret::Auth => &record.auth_hash,
-                    Secret::Admin => &record.admin_hash,
-                };
-                let ok = self.verify(secret, phc).await;
-                if ok {
-                    self.verifiers.remember(id, which, digest);
-                }
-                ok
-            }
-        };
-        self.verifiers.release(id, gate);
-        proven
+        let digest = self.pepper.verifier(id, phc(record, which), secret);
+        self.verifiers.remember(id, which, digest);
     }
 
-    /// Checks a secret against a stored argon2id hash. An internal failure counts as a mismatch
-    /// (and is logged), so it can never let anyone in.
-    async fn verify(&self, secret: &[u8], phc: &str) -> bool {
+    /// Whether argon2 has accepted `secret` for this very record before: an HMAC, no argon2.
+    pub fn knows(&self, record: &RoomRecord, which: Secret, secret: &[u8]) -> bool {
+        let id = &record.id_hash;
+        let digest = self.pepper.verifier(id, phc(record, which), secret);
+        self.verifiers.knows(id, which, &digest)
+    }
+
+    /// The room's turn for slow checks (a store lookup, argon2): one at a time per room, so a
+    /// crowd arriving at a cold room waits for the first check and then finds its digest,
+    /// instead of each member paying for its own.
+    pub async fn turn(&self, room_id: &RoomId) -> Turn {
+        let id_hash = self.pepper.room_hash(room_id);
+        let gate = self.verifiers.gate(&id_hash);
+        let guard = gate.clone().lock_owned().await;
+        Turn {
+            verifiers: self.verifiers.clone(),
+            id_hash,
+            gate: Some((gate, guard)),
+        }
+    }
+
+    /// Whether `secret` matches the record, by argon2; an accepted secret is remembered (see
+    /// [`Self::knows`]). `Busy` when the hashing queue is full: the caller answers
+    /// `rate_limited` instead of waiting.
+    pub async fn verify(
+        &self,
+        record: &RoomRecord,
+        which: Secret,
+        secret: &[u8],
+    ) -> Result<bool, HashError> {
         self.metrics
             .argon2_runs
             .with_label_values(&["verify"])
             .inc();
-        match self.hasher.verify(secret.to_vec(), phc.to_owned()).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                log::error!("argon2 verification failed: {e}");
-                false
+        match self
+            .hasher
+            .verify(secret.to_vec(), phc(record, which).to_owned())
+            .await
+        {
+            Ok(true) => {
+                self.remember(record, which, secret);
+                Ok(true)
             }
+            Ok(false) => Ok(false),
+            Err(HashError::Busy) => Err(HashError::Busy),
+            Err(e) => {
+                // An internal failure counts as a mismatch, so it can never let anyone in.
+                log::error!("argon2 verification failed: {e}");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// A room's turn for slow checks; the next waiter goes when it is dropped.
+pub struct Turn {
+    verifiers: Arc<Verifiers>,
+    id_hash: String,
+    gate: Option<(
+        Arc<tokio::sync::Mutex<()>>,
+        tokio::sync::OwnedMutexGuard<()>,
+    )>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some((gate, guard)) = self.gate.take() {
+            drop(guard);
+            self.verifiers.release(&self.id_hash, gate);
         }
     }
 }

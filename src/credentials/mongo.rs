@@ -122,6 +122,16 @@ impl MongoStore {
             )
             .await
             .map_err(failed)?;
+        // The lobby is read at start-up by `listed`.
+        self.rooms
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "listed": 1, "expires_at": 1 })
+                    .options(IndexOptions::builder().name("listed".to_owned()).build())
+                    .build(),
+            )
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -193,6 +203,7 @@ impl RoomStore for MongoStore {
                 Some(ListedRoom {
                     room_id: d.room_id?,
                     title: d.title,
+                    expires_at: from_bson(d.expires_at),
                 })
             })
             .collect())

@@ -20,11 +20,21 @@ pub struct RoomRecord {
     pub expires_at: OffsetDateTime,
 }
 
+impl RoomRecord {
+    /// Whether both are the same creation of a room: hashes are salted afresh at every creation.
+    pub fn same_credentials(&self, other: &Self) -> bool {
+        self.id_hash == other.id_hash
+            && self.auth_hash == other.auth_hash
+            && self.admin_hash == other.admin_hash
+    }
+}
+
 /// A listed room as the lobby shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRoom {
     pub room_id: String,
     pub title: Option<String>,
+    pub expires_at: OffsetDateTime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +61,7 @@ pub trait RoomStore: Send + Sync {
     /// Pushes a room's expiry forward (after a successful join).
     async fn extend(&self, id_hash: &str, expires_at: OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Every listed room that has not expired.
+    /// Every listed room that has not expired: read once, at start-up, to fill the lobby.
     async fn listed(&self) -> Result<Vec<ListedRoom>, StoreError>;
 
     /// Whether the store answers.

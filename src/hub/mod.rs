@@ -83,15 +83,18 @@ impl Hub {
         self.rooms.get(id).map(|r| r.clone())
     }
 
-    /// The live room, or a new one for this record.
-    pub fn open(&self, id: &RoomId, record: RoomRecord) -> Arc<Room> {
-        self.rooms
+    /// The live room, or a new one for this record; `None` when the live room holds other
+    /// credentials (a newer creation of the room ID than the record).
+    pub fn open(&self, id: &RoomId, record: RoomRecord) -> Option<Arc<Room>> {
+        let room = self
+            .rooms
             .entry(id.clone())
             .or_insert_with(|| {
                 self.metrics.rooms_live.inc();
-                Arc::new(Room::new(id.clone(), record))
+                Arc::new(Room::new(id.clone(), record.clone()))
             })
-            .clone()
+            .clone();
+        room.record.same_credentials(&record).then_some(room)
     }
 
     /// Live listed rooms with their member counts.
@@ -148,6 +151,7 @@ impl Hub {
                 old.admin = entry.admin;
                 old.pubkey = entry.pubkey;
                 old.token = token.clone();
+                state.roster_changed();
                 (i, false)
             }
             None => {
@@ -164,6 +168,7 @@ impl Hub {
                     token: token.clone(),
                     outbox: entry.outbox,
                 });
+                state.roster_changed();
                 (state.members.len() - 1, true)
             }
         };
@@ -197,6 +202,7 @@ impl Hub {
             return;
         };
         let gone = state.members.remove(index);
+        state.roster_changed();
         let notice = bot::left(gone.name.as_ref(), state.members.len());
         announce(room, &mut state, &notice, None);
         if state.members.is_empty() {
@@ -240,6 +246,7 @@ impl Hub {
             .position(|m| m.name.key() == key.key())
             .ok_or(ErrorCode::NoSuchMember)?;
         let gone = state.members.remove(index);
+        state.roster_changed();
         let _ = gone
             .outbox
             .push(&ServerFrame::Kicked { by: &by_name }.encode());
@@ -263,18 +270,8 @@ impl Hub {
                 let _ = member.outbox.push(&frame);
                 member.outbox.close(close::ROOM_DELETED, "room deleted");
             }
+            state.roster_changed();
             self.forget(&room);
-        }
-    }
-
-    /// Server shutdown: every member is closed with 1001.
-    pub fn shutdown(&self) {
-        for room in self.snapshot() {
-            for member in room.lock().members.iter() {
-                member
-                    .outbox
-                    .close(close::GOING_AWAY, "server shutting down");
-            }
         }
     }
 }

@@ -38,18 +38,40 @@ enum Out {
     Close(CloseReason),
 }
 
-/// The backlog a member may have before it counts as too slow.
-#[derive(Debug, Clone, Copy)]
+/// Past the server-wide budget, a member whose backlog passes this much is cut off: members
+/// who keep up hold next to nothing, so the budget's overflow is borne by those furthest behind.
+const PRESSURE_BYTES: usize = 1024 * 1024;
+
+/// What every member's queue is held to, shared by all of them.
 pub struct QueueLimits {
+    /// The backlog one member may have before it counts as too slow.
     pub bytes: usize,
     pub frames: usize,
+    /// Bytes queued to all members together (each copy counted) before the server is under
+    /// pressure (0 = unlimited).
+    pub budget: usize,
+    /// That total (`ephemera_outbound_queued_bytes`).
+    pub queued: prometheus::IntGauge,
+    /// Counts members cut off for overflowing (`ephemera_slow_readers_total`).
+    pub overflows: prometheus::IntCounter,
+}
+
+impl QueueLimits {
+    fn under_pressure(&self) -> bool {
+        self.budget > 0 && self.queued.get() > i64::try_from(self.budget).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Out>,
-    /// Text bytes waiting, for the limit.
+    /// Payload bytes waiting, control frames' included, for the limit.
     bytes: usize,
+    /// A ping of the server's own waits: another would say nothing more.
+    ping_queued: bool,
+    /// A pong waits: RFC 6455 §5.5.3 lets it answer only the latest ping, so a member that sends
+    /// pings and never reads holds one, not millions.
+    pong_queued: bool,
     /// Set once a close is queued or the socket failed: nothing more is accepted.
     closing: bool,
     /// The writer, when it waits for frames.
@@ -57,9 +79,7 @@ struct Queue {
 }
 
 struct Shared {
-    limits: QueueLimits,
-    /// Counts members cut off for overflowing (`ephemera_slow_readers_total`).
-    overflows: prometheus::IntCounter,
+    limits: Arc<QueueLimits>,
     queue: Mutex<Queue>,
     /// Wakes the session when the socket starts closing, whatever the reason, so that a kick, a
     /// delete or an overflow ends the session at once.
@@ -70,6 +90,27 @@ impl Shared {
     /// The queue, even if a thread panicked holding it: every update leaves it consistent.
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts bytes into the queue and the server-wide total.
+    fn add(&self, queue: &mut Queue, len: usize) {
+        queue.bytes += len;
+        self.limits.queued.add(len as i64);
+    }
+
+    /// Counts bytes out of both.
+    fn sub(&self, queue: &mut Queue, len: usize) {
+        queue.bytes -= len;
+        self.limits.queued.sub(len as i64);
+    }
+
+    /// Empties the queue, counting its bytes out.
+    fn clear(&self, queue: &mut Queue) {
+        let bytes = queue.bytes;
+        self.sub(queue, bytes);
+        queue.frames = VecDeque::new();
+        queue.ping_queued = false;
+        queue.pong_queued = false;
     }
 
     fn is_closing(&self) -> bool {
@@ -121,10 +162,9 @@ pub enum PushError {
 }
 
 impl Outbox {
-    pub fn new(limits: QueueLimits, overflows: prometheus::IntCounter) -> (Self, Drain) {
+    pub fn new(limits: Arc<QueueLimits>) -> (Self, Drain) {
         let shared = Arc::new(Shared {
             limits,
-            overflows,
             queue: Mutex::new(Queue::default()),
             closing: Notify::new(),
         });
@@ -163,38 +203,71 @@ impl Outbox {
     }
 
     fn push_text(&self, frame: &ByteString, wake: bool) -> Result<(), PushError> {
-        let limits = self.shared.limits;
-        let mut queue = self.shared.lock();
+        let queue = self.shared.lock();
         if queue.closing {
             return Err(PushError::Closing);
         }
-        queue.bytes += frame.len();
-        if queue.bytes > limits.bytes || queue.frames.len() + 1 > limits.frames {
-            // Cut off: the backlog goes, and the close goes out next.
-            queue.frames = VecDeque::new();
-            queue.bytes = 0;
-            drop(queue);
-            self.shared.overflows.inc();
-            self.close(close::TRY_AGAIN_LATER, "too slow to keep up");
-            return Err(PushError::Overflow);
-        }
+        let queue = self.admit(queue, frame.len())?;
         self.enqueue(queue, Out::Text(frame.clone()), wake);
         Ok(())
     }
 
-    fn control(&self, out: Out) {
+    /// Counts `len` more bytes and one more frame against the limits, or cuts the member off.
+    fn admit<'a>(
+        &self,
+        mut queue: MutexGuard<'a, Queue>,
+        len: usize,
+    ) -> Result<MutexGuard<'a, Queue>, PushError> {
+        let shared = &self.shared;
+        let limits = &shared.limits;
+        shared.add(&mut queue, len);
+        let within = queue.bytes <= limits.bytes && queue.frames.len() < limits.frames;
+        if within && (queue.bytes <= PRESSURE_BYTES || !limits.under_pressure()) {
+            return Ok(queue);
+        }
+        // Cut off: the backlog goes, and the close goes out next.
+        shared.clear(&mut queue);
+        drop(queue);
+        limits.overflows.inc();
+        self.close(close::TRY_AGAIN_LATER, "too slow to keep up");
+        Err(PushError::Overflow)
+    }
+
+    /// Queues the server's heartbeat ping, unless one is still waiting.
+    pub fn ping(&self) {
         let queue = self.shared.lock();
-        if !queue.closing {
-            self.enqueue(queue, out, true);
+        if queue.closing || queue.ping_queued {
+            return;
+        }
+        if let Ok(mut queue) = self.admit(queue, 0) {
+            queue.ping_queued = true;
+            self.enqueue(queue, Out::Ping, true);
         }
     }
 
-    pub fn ping(&self) {
-        self.control(Out::Ping);
-    }
-
+    /// Queues the answer to a client's ping; a pong still waiting answers this ping instead.
     pub fn pong(&self, payload: Bytes) {
-        self.control(Out::Pong(payload));
+        let mut queue = self.shared.lock();
+        if queue.closing {
+            return;
+        }
+        if queue.pong_queued {
+            let new = payload.len();
+            let waiting = queue.frames.iter_mut().rev().find_map(|out| match out {
+                Out::Pong(waiting) => Some(waiting),
+                _ => None,
+            });
+            if let Some(waiting) = waiting {
+                let old = std::mem::replace(waiting, payload).len();
+                self.shared.add(&mut queue, new);
+                self.shared.sub(&mut queue, old);
+            }
+            return;
+        }
+        if let Ok(mut queue) = self.admit(queue, payload.len()) {
+            queue.pong_queued = true;
+            self.enqueue(queue, Out::Pong(payload), true);
+        }
     }
 
     /// Queues a close after whatever is queued (the first close wins) and tells the session.
@@ -243,11 +316,18 @@ impl Drain {
                 };
                 let message = match out {
                     Out::Text(text) => {
-                        queue.bytes -= text.len();
+                        self.shared.sub(&mut queue, text.len());
                         Message::Text(text)
                     }
-                    Out::Ping => Message::Ping(Bytes::new()),
-                    Out::Pong(payload) => Message::Pong(payload),
+                    Out::Ping => {
+                        queue.ping_queued = false;
+                        Message::Ping(Bytes::new())
+                    }
+                    Out::Pong(payload) => {
+                        self.shared.sub(&mut queue, payload.len());
+                        queue.pong_queued = false;
+                        Message::Pong(payload)
+                    }
                     Out::Close(reason) => {
                         more = false;
                         Message::Close(Some(reason))
@@ -269,8 +349,7 @@ impl Drain {
     fn finish(&self) {
         let mut queue = self.shared.lock();
         queue.closing = true;
-        queue.frames = VecDeque::new();
-        queue.bytes = 0;
+        self.shared.clear(&mut queue);
         drop(queue);
         self.shared.closing.notify_waiters();
     }
@@ -311,5 +390,70 @@ impl Drain {
             }
         }
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(bytes: usize, frames: usize, budget: usize) -> Arc<QueueLimits> {
+        Arc::new(QueueLimits {
+            bytes,
+            frames,
+            budget,
+            queued: prometheus::IntGauge::new("queued", "test").unwrap(),
+            overflows: prometheus::IntCounter::new("overflows", "test").unwrap(),
+        })
+    }
+
+    fn queue(outbox: &Outbox) -> (usize, usize, bool) {
+        let q = outbox.shared.lock();
+        (q.frames.len(), q.bytes, q.closing)
+    }
+
+    /// A member that sends pings and never reads holds one pong, the latest, however many.
+    #[test]
+    fn pongs_and_pings_wait_one_at_a_time() {
+        let (outbox, _drain) = Outbox::new(limits(1024, 16, 0));
+        for i in 0..100_000u32 {
+            outbox.pong(Bytes::from(i.to_string()));
+            outbox.ping();
+        }
+        let (frames, bytes, closing) = queue(&outbox);
+        assert_eq!((frames, bytes, closing), (2, 5, false));
+        let q = outbox.shared.lock();
+        assert!(matches!(&q.frames[0], Out::Pong(p) if &p[..] == b"99999"));
+    }
+
+    /// Control frames count against the limits like text.
+    #[test]
+    fn control_frames_count_against_the_backlog() {
+        let (outbox, _drain) = Outbox::new(limits(1024, 3, 0));
+        outbox.push(&ByteString::from("a")).unwrap();
+        outbox.push(&ByteString::from("b")).unwrap();
+        outbox.pong(Bytes::from_static(b"p"));
+        let (frames, bytes, _) = queue(&outbox);
+        assert_eq!((frames, bytes), (3, 3));
+        outbox.ping();
+        assert!(queue(&outbox).2, "the fourth frame overflows");
+    }
+
+    /// Past the server-wide budget, the member furthest behind is cut off, one that keeps up
+    /// is not, and the total is counted back down.
+    #[test]
+    fn past_the_budget_the_member_furthest_behind_is_cut_off() {
+        let shared = limits(64 * 1024 * 1024, 100_000, 3 * 1024 * 1024);
+        let (behind, _d1) = Outbox::new(shared.clone());
+        let (keeping_up, _d2) = Outbox::new(shared.clone());
+        let chunk = ByteString::from("z".repeat(256 * 1024));
+        for _ in 0..12 {
+            assert!(behind.push(&chunk).is_ok());
+        }
+        assert_eq!(shared.queued.get(), 3 * 1024 * 1024);
+        assert!(keeping_up.push(&chunk).is_ok());
+        assert_eq!(behind.push(&chunk), Err(PushError::Overflow));
+        assert_eq!(shared.queued.get(), 256 * 1024);
+        assert_eq!(shared.overflows.get(), 1);
     }
 }

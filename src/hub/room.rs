@@ -71,6 +71,9 @@ pub(super) struct RoomState {
     pub closed: bool,
     /// Set while bot notices wait in members' queues for [`Room::flush_notices`].
     pub notices_due: bool,
+    /// The `members` answer, serialised once per change of the list and shared by every asker:
+    /// in a room of 1000 it is about 160 KB, and an 18-byte request must not cost that much work.
+    members_frame: Option<ByteString>,
 }
 
 impl RoomState {
@@ -88,6 +91,23 @@ impl RoomState {
 
     pub fn views(&self) -> Vec<MemberView<'_>> {
         self.members.iter().map(Member::view).collect()
+    }
+
+    /// Every change of `members` (who is in, their names, keys or admin status) calls this.
+    pub fn roster_changed(&mut self) {
+        self.members_frame = None;
+    }
+
+    fn members_frame(&mut self) -> ByteString {
+        if let Some(frame) = &self.members_frame {
+            return frame.clone();
+        }
+        let frame = ServerFrame::Members {
+            members: &self.views(),
+        }
+        .encode();
+        self.members_frame = Some(frame.clone());
+        frame
     }
 
     /// Pushes one frame to every member but `except`; returns how many got it.
@@ -153,6 +173,7 @@ impl Room {
                 first_seq: 1,
                 closed: false,
                 notices_due: false,
+                members_frame: None,
             }),
         }
     }
@@ -323,14 +344,8 @@ impl Room {
         Ok(())
     }
 
-    /// `members`: the list, to the asker only.
-    pub fn members(&self, conn: ConnId) {
-        let state = self.lock();
-        if let Some(me) = state.member(conn) {
-            let views = state.views();
-            let _ = me
-                .outbox
-                .push(&ServerFrame::Members { members: &views }.encode());
-        }
+    /// The `members` answer, the same shared bytes for every asker until the list changes.
+    pub fn members_answer(&self) -> ByteString {
+        self.lock().members_frame()
     }
 }

@@ -18,6 +18,10 @@ pub use ws::{serve as serve_websocket, OriginPolicy};
 pub enum ApiError {
     #[error("the request body is not what this endpoint takes")]
     BadRequest,
+    #[error("the request body must be JSON, sent as application/json")]
+    UnsupportedMediaType,
+    #[error("this origin may not use the API here")]
+    Forbidden,
     #[error("room IDs are 3 to 64 letters, digits, '-' or '_'")]
     InvalidRoomId,
     #[error("auth must be 32 bytes in unpadded base64url (43 characters)")]
@@ -44,6 +48,8 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Forbidden => "forbidden",
             Self::InvalidRoomId => "invalid_room_id",
             Self::InvalidAuth => "invalid_auth",
             Self::InvalidAdminPassword => "invalid_admin_password",
@@ -66,6 +72,8 @@ impl ResponseError for ApiError {
             | Self::InvalidAuth
             | Self::InvalidAdminPassword
             | Self::InvalidTitle => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RoomExists => StatusCode::CONFLICT,
             Self::RoomNotFound => StatusCode::NOT_FOUND,
             Self::InvalidCredentials => StatusCode::FORBIDDEN,
@@ -87,17 +95,24 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Registers every route.
-pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path) {
+/// Registers every route; `/metrics` only when it is not served on an address of its own.
+pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path, metrics: bool) {
     cfg.service(
         aweb::resource("/api/rooms")
             .route(aweb::post().to(rooms::create))
             .route(aweb::get().to(rooms::list)),
     )
     .service(aweb::resource("/api/rooms/{room_id}").route(aweb::delete().to(rooms::delete)))
-    .service(aweb::resource("/healthz").route(aweb::get().to(health::healthz)))
-    .service(aweb::resource("/metrics").route(aweb::get().to(health::metrics)))
-    .service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::not_upgraded)))
-    .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
-    .service(web::files(static_dir));
+    .service(aweb::resource("/healthz").route(aweb::get().to(health::healthz)));
+    if metrics {
+        configure_metrics(cfg);
+    }
+    cfg.service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::not_upgraded)))
+        .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
+        .service(web::files(static_dir));
+}
+
+/// `/metrics` alone, for `--metrics-bind`.
+pub fn configure_metrics(cfg: &mut aweb::ServiceConfig) {
+    cfg.service(aweb::resource("/metrics").route(aweb::get().to(health::metrics)));
 }

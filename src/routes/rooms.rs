@@ -1,13 +1,16 @@
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::time::Duration;
+
+use actix_web::{http::header::CONTENT_TYPE, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
 use crate::{
-    credentials::Secret,
-    credentials::{CreateError, NewRoom},
+    address::AddressKey,
+    credentials::{CreateError, HashError, NewRoom, Secret},
     domain::{AdminPassword, Auth, RoomId, Title},
+    protocol::ErrorCode,
     startup::AppState,
 };
 
@@ -24,6 +27,15 @@ struct CreateRequest {
     title: Option<String>,
 }
 
+/// Refuses a request a browser sends from a page of another origin (the WebSocket's rule).
+fn same_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    if state.origins.allows(req.headers()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -35,8 +47,20 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     state
         .limiters
-        .create(state.request_ip(&req))
+        .create(AddressKey::of(state.request_ip(&req)))
         .map_err(ApiError::RateLimited)?;
+    same_origin(&req, &state)?;
+    // A form or `text/plain` post needs no CORS preflight: without this, any web page could
+    // create rooms from its visitors' addresses.
+    let json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     let request: CreateRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
     let room_id = match request.room_id {
         None => RoomId::random(),
@@ -64,6 +88,7 @@ pub async fn create(
             log::warn!("create: store unavailable: {e}");
             ApiError::StoreUnavailable
         }
+        CreateError::Hash(HashError::Busy) => ApiError::RateLimited(Duration::from_secs(1)),
         CreateError::Hash(e) => {
             log::error!("create: {e}");
             ApiError::Internal
@@ -72,6 +97,11 @@ pub async fn create(
     // A live room can outlast its record only when the record expired; the new room is a
     // different room, so the old one's members must not stay in it.
     state.hub.delete(&room_id);
+    if record.listed {
+        state
+            .lobby
+            .add(room_id.clone(), record.title.clone(), record.expires_at);
+    }
     log::info!(
         "room {} created ({})",
         crate::telemetry::room_tag(&record.id_hash),
@@ -86,39 +116,39 @@ pub async fn create(
     })))
 }
 
-/// `GET /api/rooms`: listed rooms with live member counts, most members first. While the store
-/// is down, the live listed rooms are all that can be shown.
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let mut rooms: Vec<(String, Option<String>, usize)> = match state.credentials.listed().await {
-        Ok(listed) => listed
-            .into_iter()
-            .map(|r| {
-                let members = RoomId::parse(&r.room_id).map_or(0, |id| state.hub.member_count(&id));
-                (r.room_id, r.title, members)
-            })
-            .collect(),
-        Err(e) => {
-            log::warn!("list: store unavailable, showing live rooms only: {e}");
-            state
-                .hub
-                .listed()
-                .into_iter()
-                .map(|(room, members)| {
-                    (
-                        room.id.as_ref().to_owned(),
-                        room.record.title.clone(),
-                        members,
-                    )
-                })
-                .collect()
-        }
-    };
-    rooms.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    let rooms: Vec<_> = rooms
+/// `GET /api/rooms?offset=&limit=`: one page of the listed rooms, most members first.
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Rooms in a page unless the request says fewer, and at most.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 100;
+
+/// `GET /api/rooms`: from the lobby in memory, never the store; rated per address.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state
+        .limiters
+        .lobby(AddressKey::of(state.request_ip(&req)))
+        .map_err(ApiError::RateLimited)?;
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|_| ApiError::BadRequest)?;
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let page = state.lobby.page(&state.hub, query.offset, limit);
+    let rooms: Vec<_> = page
+        .rooms
         .into_iter()
-        .map(|(room_id, title, members)| json!({ "room_id": room_id, "title": title, "members": members }))
+        .map(|r| json!({ "room_id": r.room_id, "title": r.title, "members": r.members }))
         .collect();
-    HttpResponse::Ok().json(json!({ "rooms": rooms }))
+    Ok(HttpResponse::Ok().json(json!({
+        "rooms": rooms,
+        "total": page.total,
+        "next_offset": page.next,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -127,46 +157,46 @@ struct DeleteRequest {
 }
 
 /// `DELETE /api/rooms/{room_id}`: 404 before any password check (existence is not secret);
-/// a wrong password counts against the client's failed-attempt allowance.
+/// an unknown room and a wrong password both count against the failed-attempt allowances.
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = state.request_ip(&req);
-    let room_path = path.into_inner();
-    state
-        .limiters
-        .check_join(ip, &room_path)
-        .map_err(ApiError::RateLimited)?;
+    same_origin(&req, &state)?;
+    let address = AddressKey::of(state.request_ip(&req));
+    let room_id = RoomId::parse(&path.into_inner()).ok();
+    let mut attempt = state.limiters.attempt(address, room_id.clone());
+    attempt.check().map_err(ApiError::RateLimited)?;
     let request: DeleteRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
-    let room_id = RoomId::parse(&room_path).map_err(|_| ApiError::RoomNotFound)?;
-    let found = state
-        .find_room(&room_id)
-        .await
-        .map_err(|_| ApiError::StoreUnavailable)?
-        .ok_or(ApiError::RoomNotFound)?;
-    let proven = match AdminPassword::parse(&request.admin_password) {
-        Err(_) => false,
-        Ok(password) => {
-            state
-                .credentials
-                .prove(&found.record, Secret::Admin, password.as_bytes())
-                .await
-        }
+    let Some(room_id) = room_id else {
+        attempt.charge().map_err(ApiError::RateLimited)?;
+        return Err(ApiError::RoomNotFound);
     };
-    if !proven {
-        state.limiters.join_failed(ip, &room_path);
-        return Err(ApiError::InvalidCredentials);
-    }
+    let password = AdminPassword::parse(&request.admin_password).ok();
+    let secret = [(
+        Secret::Admin,
+        password.as_ref().map(AdminPassword::as_bytes),
+    )];
+    let proven = state
+        .authenticate(&room_id, &secret, &mut attempt)
+        .await
+        .map_err(|refusal| match refusal.code {
+            ErrorCode::RoomNotFound => ApiError::RoomNotFound,
+            ErrorCode::RateLimited => {
+                ApiError::RateLimited(refusal.retry_after.unwrap_or_default())
+            }
+            ErrorCode::StoreUnavailable => ApiError::StoreUnavailable,
+            _ => ApiError::InvalidCredentials,
+        })?;
     state.delete_room(&room_id).await.map_err(|e| {
         log::warn!("delete: store unavailable: {e}");
         ApiError::StoreUnavailable
     })?;
     log::info!(
         "room {} deleted",
-        crate::telemetry::room_tag(&found.record.id_hash)
+        crate::telemetry::room_tag(&proven.record.id_hash)
     );
     Ok(HttpResponse::NoContent().finish())
 }

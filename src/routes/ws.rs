@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::{
     hub::Outbox,
-    session::{self, Inbound},
-    startup::{AppState, SECURITY_HEADERS},
+    session::{self, Ended},
+    socket::Inbound,
+    startup::AppState,
     telemetry,
 };
 
@@ -101,7 +102,7 @@ pub async fn serve(
         .filter(|id| !id.is_empty() && !id.contains('/'))
         .map(str::to_owned)
     else {
-        return refuse(&mut framed, &req, Response::not_found(), started).await;
+        return refuse(&state, &mut framed, &req, Response::not_found(), started).await;
     };
     if !state.origins.allows(req.headers()) {
         let body = json!({
@@ -110,11 +111,18 @@ pub async fn serve(
         let mut res = Response::with_body(StatusCode::FORBIDDEN, body.to_string());
         res.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return refuse(&mut framed, &req, res.map_into_boxed_body(), started).await;
+        return refuse(
+            &state,
+            &mut framed,
+            &req,
+            res.map_into_boxed_body(),
+            started,
+        )
+        .await;
     }
     let accepted = match handshake(req.head()) {
         Ok(mut accepted) => accepted.finish().drop_body(),
-        Err(e) => return refuse(&mut framed, &req, e.into(), started).await,
+        Err(e) => return refuse(&state, &mut framed, &req, e.into(), started).await,
     };
     let ip = state.client_ip(req.headers(), req.peer_addr());
     if framed
@@ -137,20 +145,25 @@ pub async fn serve(
     };
     drop(read_buf);
     let (read, write) = io.into_split();
-    let (outbox, drain) = Outbox::new(state.queue_limits(), state.metrics.slow_readers.clone());
-    let inbound = Inbound::new(read, early, state.config.max_frame_bytes);
+    let (outbox, drain) = Outbox::new(state.queue_limits.clone());
+    let mut inbound = Inbound::new(read, early, state.config.max_frame_bytes);
+    let (lingering, sockets) = (state.lingering.clone(), state.sockets.clone());
     // A task of its own, sized for the session alone: the HTTP dispatcher's task, which holds
     // this upgrade (several KiB of parser state), ends here.
-    let socket = join(
-        session::run(state, room_path, ip, inbound, outbox),
-        drain.write_to(write),
-    );
-    actix_rt::spawn(socket);
+    let socket = async move {
+        let session = session::run(state, room_path, ip, &mut inbound, outbox);
+        let (ended, ()) = join(session, drain.write_to(write)).await;
+        if ended == Ended::ByServer {
+            inbound.linger(&lingering).await;
+        }
+    };
+    actix_rt::spawn(sockets.track_future(socket));
     Ok(())
 }
 
 /// Answers an upgrade request that will not be upgraded, and closes the connection.
 async fn refuse(
+    state: &AppState,
     framed: &mut Upgraded,
     req: &Request,
     res: Response<BoxBody>,
@@ -159,7 +172,7 @@ async fn refuse(
     let status = res.status();
     let (mut res, body) = res.into_parts();
     res.head_mut().set_connection_type(ConnectionType::Close);
-    for (name, value) in SECURITY_HEADERS {
+    for (name, value) in state.headers() {
         res.headers_mut().insert(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),

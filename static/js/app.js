@@ -5,6 +5,12 @@ import * as c from './crypto.js';
 
 const $ = (id) => document.getElementById(id);
 const FILE_CHUNK = 128 * 1024;
+// What a client holds of files still arriving: other members choose what they send, so the
+// browser's memory is bounded here, not by their good will.
+const MAX_FILE_BYTES = 64 * 1024 * 1024;
+const MAX_PARTIAL_BYTES = 128 * 1024 * 1024;
+const MAX_PARTIAL_FILES = 16;
+const MAX_PARTIAL_FILES_PER_SENDER = 4;
 const ROOM_ID = /^[A-Za-z0-9_-]{3,64}$/;
 
 /** Builds an element; children are nodes or text, never HTML. */
@@ -158,6 +164,9 @@ function prefillFromLink() {
   $('join-room').value = decodeURIComponent(match[1]);
   const key = new URLSearchParams(location.hash.slice(1)).get('key');
   if (key) $('join-key').value = key;
+  // The key has been read: out of the address bar and the history, where it would outlive the
+  // visit (and show on screen shares).
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
   $('join-name').focus();
 }
 
@@ -178,7 +187,10 @@ class Room {
     this.members = new Map(); // name -> {name, admin, pubkey}
     this.dmKeys = new Map(); // other name -> Promise<{key, fp}>
     this.messages = new Map(); // seq -> {node, own, file}
-    this.files = new Map(); // file id -> {node, meta, parts, got, seqs}
+    this.files = new Map(); // sender, conversation and file id -> {node, meta, parts, got, bytes, seqs}
+    this.partialBytes = 0;
+    this.refusedFiles = new Set(); // keys of files refused, so that their other chunks are quiet
+    this.urls = new Map(); // seq -> object URL shown for it
     this.readers = new Map(); // name -> highest seq read
     this.typers = new Map(); // name -> timer
     this.session = null;
@@ -371,34 +383,91 @@ class Room {
     );
   }
 
+  /**
+   * A file arrives chunk by chunk. Its chunks are matched by who sent them, in which
+   * conversation, and the file's id, so no other member can slip chunks into it; its name, type,
+   * size and number of chunks are the first chunk's, and a chunk that disagrees is dropped.
+   */
   onFileChunk(f, file, own, other) {
-    let entry = this.files.get(file.id);
+    const key = JSON.stringify([f.from, other, String(file.id)]);
+    if (this.refusedFiles.has(key)) return;
+    let entry = this.files.get(key);
     if (!entry) {
+      const size = Number(file.size);
+      const total = Number(file.total);
+      const sane = Number.isSafeInteger(size) && size >= 0 && size <= MAX_FILE_BYTES
+        && Number.isSafeInteger(total) && total >= Math.max(1, Math.ceil(size / FILE_CHUNK)) && total <= size + 1;
+      const fromSender = [...this.files.values()].filter((e) => e.from === f.from && !e.done).length;
+      const partial = [...this.files.values()].filter((e) => !e.done).length;
+      if (!sane || fromSender >= MAX_PARTIAL_FILES_PER_SENDER || partial >= MAX_PARTIAL_FILES) {
+        this.notice(`A file from ${f.from} was refused: ${sane ? 'too many files at once' : 'it is not a valid file'}.`);
+        if (this.refusedFiles.size >= 256) this.refusedFiles.clear();
+        this.refusedFiles.add(key);
+        return;
+      }
       const body = el('div', { class: 'text' }, `receiving ${file.name}…`);
       const seqs = [];
       const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.meta(f, own, other, seqs), body);
-      entry = { node, body, seqs, parts: new Array(file.total), got: 0, meta: file };
-      this.files.set(file.id, entry);
+      entry = {
+        from: f.from, node, body, seqs, parts: new Array(total), got: 0, bytes: 0, done: false,
+        meta: { name: String(file.name), mime: String(file.mime || 'application/octet-stream'), size, total },
+      };
+      this.files.set(key, entry);
       this.append(node);
     }
+    const { meta } = entry;
     entry.seqs.push(f.seq);
-    this.messages.set(f.seq, { node: entry.node, own, text: `${f.from}: [file ${file.name}]`, ts: f.ts, file: file.id });
-    if (entry.parts[file.index] === undefined && file.index < file.total) {
-      entry.parts[file.index] = c.b64uDecode(file.data);
-      entry.got += 1;
-    }
-    if (entry.got < file.total) {
-      entry.body.textContent = `receiving ${file.name}… ${entry.got}/${file.total}`;
+    this.messages.set(f.seq, { node: entry.node, own, text: `${f.from}: [file ${meta.name}]`, ts: f.ts, file: key });
+    const index = Number(file.index);
+    const fits = Number(file.total) === meta.total && Number(file.size) === meta.size
+      && Number.isInteger(index) && index >= 0 && index < meta.total;
+    if (entry.done || !fits || entry.parts[index] !== undefined) return;
+    let data;
+    try { data = c.b64uDecode(file.data); } catch { return; }
+    if (data.length > FILE_CHUNK || entry.bytes + data.length > meta.size || this.partialBytes + data.length > MAX_PARTIAL_BYTES) {
+      this.dropFile(entry, 'too large');
       return;
     }
-    const blob = new Blob(entry.parts, { type: file.mime || 'application/octet-stream' });
+    entry.parts[index] = data;
+    entry.got += 1;
+    entry.bytes += data.length;
+    this.partialBytes += data.length;
+    if (entry.got < meta.total) {
+      entry.body.textContent = `receiving ${meta.name}… ${entry.got}/${meta.total}`;
+      return;
+    }
+    this.partialBytes -= entry.bytes;
+    entry.done = true;
+    if (entry.bytes !== meta.size) {
+      entry.parts = null;
+      entry.body.textContent = `${meta.name} did not arrive whole.`;
+      return;
+    }
+    const blob = new Blob(entry.parts, { type: meta.mime });
+    entry.parts = null;
     const url = URL.createObjectURL(blob);
-    const label = `${file.name} (${Math.ceil(blob.size / 1024)} KiB)`;
+    this.urls.set(entry.seqs[0], url);
+    const label = `${meta.name} (${Math.ceil(blob.size / 1024)} KiB)`;
     let view;
-    if (/^image\//.test(file.mime)) view = el('img', { src: url, alt: file.name });
-    else if (/^audio\//.test(file.mime)) view = el('audio', { src: url, controls: true, 'aria-label': file.name });
-    else if (/^video\//.test(file.mime)) view = el('video', { src: url, controls: true, 'aria-label': file.name });
-    entry.body.replaceChildren(view || '', el('a', { href: url, download: file.name }, `Download ${label}`));
+    if (/^image\//.test(meta.mime)) view = el('img', { src: url, alt: meta.name });
+    else if (/^audio\//.test(meta.mime)) view = el('audio', { src: url, controls: true, 'aria-label': meta.name });
+    else if (/^video\//.test(meta.mime)) view = el('video', { src: url, controls: true, 'aria-label': meta.name });
+    entry.body.replaceChildren(view || '', el('a', { href: url, download: meta.name }, `Download ${label}`));
+  }
+
+  /** Gives up on a file still arriving, and the memory it held. */
+  dropFile(entry, why) {
+    if (entry.parts) this.partialBytes -= entry.bytes;
+    entry.parts = null;
+    entry.done = true;
+    entry.body.textContent = `${entry.meta.name} was dropped: ${why}.`;
+  }
+
+  /** Lets go of the object URL shown for a message that is no longer shown. */
+  revoke(seq) {
+    const url = this.urls.get(seq);
+    if (url) URL.revokeObjectURL(url);
+    this.urls.delete(seq);
   }
 
   append(node) {
@@ -448,6 +517,13 @@ class Room {
   onUnsent(f) {
     const m = this.messages.get(f.seq);
     if (!m) return;
+    if (m.file) {
+      const entry = this.files.get(m.file);
+      if (entry) {
+        entry.seqs.forEach((seq) => this.revoke(seq));
+        if (!entry.done) this.dropFile(entry, 'unsent');
+      }
+    }
     m.unsent = true;
     m.node.classList.add('unsent');
     m.node.replaceChildren(el('div', { class: 'text' }, f.by === (m.own ? this.name : null) ? 'You unsent a message.' : `A message was unsent by ${f.by}.`));

@@ -549,3 +549,70 @@ async fn a_client_reconnects_after_the_server_comes_back() {
     c.room.send_text(None, "still here").await.unwrap();
     assert_eq!(other.text().await.3, "still here");
 }
+
+/// What other members send reaches the terminal escaped: no escape sequence (OSC 52 writes the
+/// clipboard), no bidi override, and no line of its own that passes for the client's output.
+#[tokio::test]
+async fn received_text_cannot_steer_the_terminal() {
+    let app = spawn_app().await;
+    let room = keyed_room(&app, false).await;
+    let server = app.base.clone();
+    let mut listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+        .args(["--server", &server, "listen", &room, "--name", "term"])
+        .env("EPHEMERA_ROOM_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        listener.stdout.take().unwrap(),
+    ));
+    let mut seen = Vec::new();
+    async fn until(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        seen: &mut Vec<String>,
+        needle: &str,
+    ) {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+    until(&mut lines, &mut seen, "Welcome").await;
+    let mallory = client(&app, &room, "mallory").await;
+    mallory
+        .room
+        .send_text(
+            None,
+            "hi\u{1b}]52;c;ZXZpbA==\u{7}\n[room #42] bob: send me the key\u{202e}gpj.exe\u{9b}2J end",
+        )
+        .await
+        .unwrap();
+    until(&mut lines, &mut seen, "end").await;
+    mallory
+        .room
+        .send_file(None, "\u{1b}[31mred\u{202e}.txt", "text/plain", b"x")
+        .await
+        .unwrap();
+    until(&mut lines, &mut seen, "red").await;
+    for line in &seen {
+        assert!(
+            !line.chars().any(|c| c.is_control()
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+            "{line:?}"
+        );
+        assert!(!line.starts_with("[room #42]"), "{line:?}");
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("\\u{1b}]52")),
+        "the escape is shown, not acted on: {seen:?}"
+    );
+}

@@ -451,3 +451,168 @@ impl Drop for MongoServer {
         self.stop();
     }
 }
+
+/// A client frame, masked as RFC 6455 requires, with any header the test wants: `declared` is
+/// the payload length the header claims, which may differ from the bytes that follow.
+pub fn raw_frame(first: u8, declared: u64, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let mut out = vec![first];
+    match declared {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    out
+}
+
+/// A whole text frame from a client.
+pub fn text_frame(text: &str) -> Vec<u8> {
+    raw_frame(0x81, text.len() as u64, text.as_bytes())
+}
+
+/// A WebSocket over a bare TCP stream, for tests that send what no WebSocket library would.
+pub struct Raw {
+    pub stream: TcpStream,
+    /// Bytes read after the 101 that no test has looked at yet.
+    pub pending: Vec<u8>,
+}
+
+impl TestApp {
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// Upgrades `/ws/{room_id}` over a bare TCP stream.
+    pub async fn raw(&self, room_id: &str) -> Raw {
+        Raw::upgrade(&self.addr(), room_id, &[]).await
+    }
+}
+
+impl Raw {
+    /// Upgrades with extra request headers; panics unless the answer is a 101.
+    pub async fn upgrade(addr: &str, room_id: &str, headers: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let request = format!(
+            "GET /ws/{room_id} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the response");
+            read.extend_from_slice(&chunk[..n]);
+            if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        assert!(
+            read.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&read)
+        );
+        Self {
+            stream,
+            pending: read[end..].to_vec(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Sends a `join` and reads up to the `welcome`.
+    pub async fn join(&mut self, room: &Room, name: &str) {
+        let join = json!({ "type": "join", "auth": room.auth, "name": name }).to_string();
+        self.send(&text_frame(&join)).await.unwrap();
+        loop {
+            match self.next_frame().await {
+                Some(ServerFrame::Text(text)) if text.contains("\"welcome\"") => return,
+                Some(_) => continue,
+                None => panic!("no welcome"),
+            }
+        }
+    }
+
+    /// The next frame the server sends, or `None` at the end of the stream (or a reset).
+    pub async fn next_frame(&mut self) -> Option<ServerFrame> {
+        use tokio::io::AsyncReadExt as _;
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.pending) {
+                self.pending.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            match tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.pending.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A frame from the server, as a raw test client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerFrame {
+    Text(String),
+    Ping,
+    Pong(Vec<u8>),
+    Close(u16),
+    Other(u8),
+}
+
+/// The close code among the server frames in `bytes`, and the text frames before it.
+pub fn frames_in(mut bytes: &[u8]) -> (Option<u16>, Vec<String>) {
+    let mut texts = Vec::new();
+    while let Some((frame, used)) = parse_server_frame(bytes) {
+        bytes = &bytes[used..];
+        match frame {
+            ServerFrame::Close(code) => return (Some(code), texts),
+            ServerFrame::Text(text) => texts.push(text),
+            _ => {}
+        }
+    }
+    (None, texts)
+}
+
+/// One unmasked server frame off the front of `buf`, and how many bytes it took.
+fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
+    let [first, second, ..] = *buf else {
+        return None;
+    };
+    let (len, at) = match second & 0x7F {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = buf.get(at..at + len)?;
+    let frame = match first & 0x0F {
+        1 => ServerFrame::Text(String::from_utf8_lossy(payload).into_owned()),
+        8 if payload.len() >= 2 => ServerFrame::Close(u16::from_be_bytes([payload[0], payload[1]])),
+        8 => ServerFrame::Close(1005),
+        9 => ServerFrame::Ping,
+        10 => ServerFrame::Pong(payload.to_vec()),
+        other => ServerFrame::Other(other),
+    };
+    Some((frame, at + len))
+}

@@ -166,8 +166,54 @@ async fn list_shows_listed_rooms_only_most_members_first() {
         json!({ "rooms": [
             { "room_id": "busy-room", "title": null, "members": 2 },
             { "room_id": "quiet-room", "title": "Quiet", "members": 0 },
-        ]})
+        ], "total": 2, "next_offset": null })
     );
+}
+
+/// The lobby is kept in memory: listing reads no store and no unlisted room, comes in pages, and
+/// is rated per address.
+#[tokio::test]
+async fn the_lobby_is_served_from_memory_in_pages_and_rated() {
+    let app = spawn_app_with(|c| c.lobby_per_minute = 3).await;
+    for i in 0..5 {
+        app.room_with(json!({ "room_id": format!("listed-{i}"), "listed": true }))
+            .await;
+    }
+    app.room_with(json!({ "room_id": "unlisted-0" })).await;
+    let store_reads = || {
+        app.state
+            .metrics
+            .store_seconds
+            .with_label_values(&["listed"])
+            .get_sample_count()
+    };
+    let before = store_reads();
+    let first: Value = app.get("/api/rooms?limit=2").await.json().await.unwrap();
+    let ids = |page: &Value| -> Vec<String> {
+        page["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["listed-0", "listed-1"]);
+    assert_eq!(first["total"], 5);
+    assert_eq!(first["next_offset"], 2);
+    let last: Value = app
+        .get("/api/rooms?offset=4&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&last), ["listed-4"]);
+    assert_eq!(last["next_offset"], Value::Null);
+    let (status, code) = error_code(app.get("/api/rooms?limit=many").await).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"));
+    assert_eq!(store_reads(), before, "the store was read");
+    let limited = app.get("/api/rooms").await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
 }
 
 #[tokio::test]

@@ -228,39 +228,69 @@ async fn the_first_failure_beyond_the_limit_is_4429_with_retry_after() {
     assert!(error["retry_after_ms"].as_u64().unwrap() > 0);
 }
 
-/// Behind a trusted proxy, failed joins count against the client the proxy names in
-/// `X-Forwarded-For`; without `trust_proxy` the header is ignored and they count against the peer.
+/// Sends a join with a wrong key through `headers`; the close code.
+async fn failed_attempt(app: &TestApp, room: &Room, headers: &[(&'static str, &str)]) -> u16 {
+    let url = format!("{}/ws/{}", app.ws_base, room.id);
+    let mut ws = Ws::connect_with(&url, headers).await.unwrap();
+    ws.send_json(&json!({ "type": "join", "name": "x", "auth": random_auth() }))
+        .await;
+    ws.closed().await.0
+}
+
+/// Behind a trusted proxy, failed joins count against the client the proxy names: the rightmost
+/// `X-Forwarded-For` address that is not a trusted proxy. What the client writes into the header
+/// itself (left of what its proxy appends, or a `Forwarded` header) names nobody, so forging a
+/// fresh address per attempt buys nothing; from an untrusted peer the header is ignored.
 #[tokio::test]
 async fn behind_a_trusted_proxy_failures_count_per_forwarded_client() {
-    for trust in [true, false] {
+    for trusted in [true, false] {
         let app = spawn_app_with(|c| {
             c.join_failures_per_ip = 2;
-            c.trust_proxy = trust;
+            c.trusted_proxies = if trusted {
+                vec!["127.0.0.1/32".parse().unwrap()]
+            } else {
+                vec![]
+            };
         })
         .await;
         let room = app.room().await;
-        let url = format!("{}/ws/{}", app.ws_base, room.id);
-        let attempt = |client: &'static str| {
-            let url = url.clone();
-            async move {
-                let mut ws = Ws::connect_with(&url, &[("X-Forwarded-For", client)])
-                    .await
-                    .unwrap();
-                ws.send_json(&json!({ "type": "join", "name": "x", "auth": random_auth() }))
-                    .await;
-                ws.closed().await.0
-            }
-        };
-        assert_eq!(attempt("203.0.113.1").await, 4401);
-        assert_eq!(attempt("203.0.113.1").await, 4401);
-        assert_eq!(attempt("203.0.113.1").await, 4429);
-        let other = attempt("203.0.113.2").await;
+        for i in 0..3 {
+            let forged = format!("10.9.9.{i}, 203.0.113.1");
+            let forwarded = format!("for=198.51.100.{i}");
+            let headers = [
+                ("X-Forwarded-For", forged.as_str()),
+                ("Forwarded", forwarded.as_str()),
+            ];
+            let code = failed_attempt(&app, &room, &headers).await;
+            assert_eq!(code, if i < 2 { 4401 } else { 4429 }, "attempt {i}");
+        }
+        let other = failed_attempt(&app, &room, &[("X-Forwarded-For", "203.0.113.2")]).await;
         assert_eq!(
             other,
-            if trust { 4401 } else { 4429 },
-            "trust_proxy {trust}"
+            if trusted { 4401 } else { 4429 },
+            "trusted {trusted}"
         );
     }
+}
+
+/// An IPv6 client has a /64 to pick addresses from: every per-address limit counts the /64.
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_64() {
+    let app = spawn_app_with(|c| {
+        c.join_failures_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let room = app.room().await;
+    for (i, address) in ["2001:db8:7:7::1", "2001:db8:7:7::2", "2001:db8:7:7:ffff::3"]
+        .iter()
+        .enumerate()
+    {
+        let code = failed_attempt(&app, &room, &[("X-Forwarded-For", address)]).await;
+        assert_eq!(code, if i < 2 { 4401 } else { 4429 }, "{address}");
+    }
+    let next_door = failed_attempt(&app, &room, &[("X-Forwarded-For", "2001:db8:7:8::1")]).await;
+    assert_eq!(next_door, 4401);
 }
 
 #[tokio::test]

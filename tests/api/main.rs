@@ -3,10 +3,13 @@
 
 mod abuse;
 mod cli;
+mod fuzz;
 mod helpers;
 mod http;
 mod join;
 mod lifecycle;
+mod limits;
 mod no_storage;
 mod relay;
 mod store;
+mod transport;

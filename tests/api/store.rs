@@ -116,7 +116,7 @@ async fn the_mongodb_store_conforms() {
 }
 
 #[tokio::test]
-async fn the_mongodb_store_makes_a_unique_and_a_ttl_index() {
+async fn the_mongodb_store_makes_a_unique_a_ttl_and_a_lobby_index() {
     let mongo = MongoServer::start();
     let store = MongoStore::connect(&mongo.uri, "indexes").await.unwrap();
     store.ensure_indexes().await.unwrap();
@@ -138,11 +138,18 @@ async fn the_mongodb_store_makes_a_unique_and_a_ttl_index() {
     assert_eq!(unique.options.as_ref().unwrap().unique, Some(true));
     let ttl = indexes
         .iter()
-        .find(|i| i.keys.contains_key("expires_at"))
+        .find(|i| i.keys.len() == 1 && i.keys.contains_key("expires_at"))
         .expect("an index on expires_at");
     assert_eq!(
         ttl.options.as_ref().unwrap().expire_after,
         Some(Duration::ZERO)
+    );
+    // The lobby's start-up read finds the listed rooms by an index, not by a scan.
+    assert!(
+        indexes
+            .iter()
+            .any(|i| i.keys.keys().next().map(String::as_str) == Some("listed")),
+        "an index on listed"
     );
 }
 

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -330,4 +330,66 @@ test('the home page deletes a room by its admin password, and says why when it c
   assert.equal(await admin.page.getAttribute('#tab-join', 'aria-selected'), 'true');
   assert.equal(await admin.page.isVisible('#panel-join'), true);
   await admin.context.close();
+});
+
+test('the key leaves the address bar once read, and no member can slip chunks into another\'s file', async () => {
+  const key = 'chunk test key';
+  const bob = await person();
+  await bob.page.goto(base);
+  await bob.page.evaluate(async ({ key }) => {
+    const c = globalThis.ephemeraCrypto;
+    const { auth } = await c.deriveRoomSecrets('chunk-room', key);
+    const r = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room_id: 'chunk-room', auth, admin_password: 'chunk-admin-1' }),
+    });
+    if (r.status !== 201) throw new Error(await r.text());
+  }, { key });
+
+  await bob.page.goto(`${base}/r/chunk-room#key=${encodeURIComponent(key)}`);
+  assert.equal(await bob.page.inputValue('#join-key'), key);
+  assert.equal(await bob.page.evaluate(() => location.href), `${base}/r/chunk-room`);
+  await bob.page.fill('#join-name', 'bob');
+  await bob.page.click('#panel-join button[type=submit]');
+  await connected(bob.page);
+
+  // Alice sends a two-chunk file; Mallory, who read its first chunk, sends a second chunk of her
+  // own under the same id before Alice's second chunk arrives.
+  const sockets = await person();
+  await sockets.page.goto(base);
+  await sockets.page.evaluate(async ({ key }) => {
+    const c = globalThis.ephemeraCrypto;
+    const room = 'chunk-room';
+    const { auth, enc } = await c.deriveRoomSecrets(room, key);
+    const k = await c.aesKey(enc);
+    const open = (name) => new Promise((resolve) => {
+      const ws = new WebSocket(`ws://${location.host}/ws/${room}`);
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'join', name, auth }));
+      ws.onmessage = (e) => { if (JSON.parse(e.data).type === 'welcome') resolve(ws); };
+    });
+    const alice = await open('alice');
+    const mallory = await open('mallory');
+    const chunk = async (ws, from, meta, index, text, txn) => {
+      const data = c.b64uEncode(new TextEncoder().encode(text));
+      const body = await c.seal(k, room, { from, kind: 'file', file: { ...meta, index, total: 2, data } });
+      ws.send(JSON.stringify({ type: 'send', txn, body }));
+    };
+    const pause = () => new Promise((r) => setTimeout(r, 300));
+    const id = 'shared-file-id';
+    await chunk(alice, 'alice', { id, name: 'report.txt', mime: 'text/plain', size: 8 }, 0, 'GOOD', 'a0');
+    await pause();
+    await chunk(mallory, 'mallory', { id, name: 'evil.html', mime: 'text/html', size: 8 }, 1, 'EVIL', 'm1');
+    await pause();
+    await chunk(alice, 'alice', { id, name: 'report.txt', mime: 'text/plain', size: 8 }, 1, 'GOOD', 'a1');
+    await pause();
+  }, { key });
+
+  const link = messages(bob.page).getByText('Download report.txt');
+  await link.waitFor();
+  const [download] = await Promise.all([bob.page.waitForEvent('download'), link.click()]);
+  assert.equal(download.suggestedFilename(), 'report.txt');
+  assert.equal(readFileSync(await download.path(), 'utf8'), 'GOODGOOD');
+  assert.equal(await messages(bob.page).getByText('Download evil.html').count(), 0);
+  for (const p of [bob, sockets]) await p.context.close();
 });
