@@ -31,6 +31,11 @@ use crate::{
     telemetry::{self, Metrics},
 };
 
+/// How long HTTP requests in flight may take to finish once the sockets have closed at shutdown,
+/// in seconds: long enough for a create's argon2, and short enough that an idle keep-alive
+/// connection does not hold the exit for the whole grace period.
+const HTTP_DRAIN: u64 = 1;
+
 /// How many closed sockets may wait for their client's close at once (see
 /// [`crate::socket::Inbound::linger`]): each holds a descriptor and one read's buffer for at most
 /// two seconds, and past this a socket is dropped at once, as if it had not lingered.
@@ -308,6 +313,7 @@ fn serve_metrics(state: &AppState, listener: TcpListener) -> std::io::Result<(u1
     })
     .workers(1)
     .disable_signals()
+    .shutdown_timeout(HTTP_DRAIN)
     .listen(listener)?
     .run();
     log::info!("metrics on port {port}");
@@ -393,7 +399,7 @@ impl Application {
         let server = Server::build()
             .workers(workers)
             .disable_signals()
-            .shutdown_timeout(state.config.shutdown_grace_secs)
+            .shutdown_timeout(HTTP_DRAIN)
             .listen("ephemera", listener, move || {
                 let data = data.clone();
                 let static_dir = static_dir.clone();
@@ -455,31 +461,51 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let mut server = self.server;
+        let Self {
+            server,
+            metrics,
+            state,
+            ..
+        } = self;
+        let handles: Vec<_> = std::iter::once(server.handle())
+            .chain(metrics.as_ref().map(|(_, m)| m.handle()))
+            .collect();
+        // A server's future carries out its handle's commands: it is polled until the end.
+        let servers = futures_util::future::try_join(server, async move {
+            match metrics {
+                Some((_, metrics)) => metrics.await,
+                None => Ok(()),
+            }
+        });
+        tokio::pin!(servers);
         tokio::select! {
-            result = &mut server => return result,
+            result = &mut servers => return result.map(drop),
             () = shutdown => {}
         }
         log::info!("draining");
-        let state = &self.state;
-        state.stopping.cancel();
-        state.sockets.close();
-        let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-        if tokio::time::timeout(grace, state.sockets.wait())
-            .await
-            .is_err()
-        {
-            log::warn!(
-                "{} sockets still open after the grace period",
-                state.sockets.len()
-            );
-        }
-        if let Some((_, metrics)) = self.metrics {
-            metrics.handle().stop(true).await;
-        }
-        let (_, result) = tokio::join!(handle.stop(true), server);
-        result
+        let drain = async {
+            state.stopping.cancel();
+            state.sockets.close();
+            // One grace period for everything: the sockets' closes, then HTTP requests in flight.
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs(state.config.shutdown_grace_secs);
+            if tokio::time::timeout_at(deadline, state.sockets.wait())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "{} sockets still open after the grace period",
+                    state.sockets.len()
+                );
+            }
+            // Then HTTP: the servers' own shutdown timeout (HTTP_DRAIN) bounds the requests in
+            // flight, and idle keep-alive connections, which a graceful stop waits for too.
+            for handle in &handles {
+                handle.stop(true).await;
+            }
+        };
+        let ((), result) = tokio::join!(drain, servers);
+        result.map(drop)
     }
 }
 

@@ -58,6 +58,10 @@ impl Inbound {
 
     /// The next message, or why there is none.
     pub async fn next(&mut self) -> Incoming {
+        // A client that keeps its socket full would otherwise be read without a pause, since a
+        // read that finds bytes never waits: the worker thread would serve no other socket.
+        // Each message takes a unit of the task's budget, so the runtime gets its turn.
+        tokio::task::consume_budget().await;
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(message)) => {

@@ -85,6 +85,8 @@ pub struct TestApp {
     pub ws_base: String,
     pub http: reqwest::Client,
     pub state: AppState,
+    /// Where `/metrics` is served when it has an address of its own (`--metrics-bind`).
+    pub metrics_port: Option<u16>,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -112,6 +114,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         }
     };
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -122,6 +125,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         ws_base: format!("ws://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
         state,
+        metrics_port,
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
@@ -386,11 +390,18 @@ impl Ws {
 /// A SecantusDB server (MongoDB wire protocol) on a free loopback port, stopped on drop.
 pub struct MongoServer {
     child: Child,
+    pub port: u16,
     pub uri: String,
 }
 
 impl MongoServer {
     pub fn start() -> Self {
+        Self::start_at(0)
+    }
+
+    /// On `port` (0 for any free one), so that a test can stop it and start it again where the
+    /// server expects it. Its data lives in memory: a restart starts empty.
+    pub fn start_at(port: u16) -> Self {
         let python = std::env::var("EPHEMERA_TEST_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
@@ -409,7 +420,7 @@ impl MongoServer {
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                &port.to_string(),
                 "--storage-path",
                 ":memory:",
             ])
@@ -436,6 +447,11 @@ impl MongoServer {
             .expect("SecantusDB says where it listens");
         Self {
             child,
+            port: addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(port),
             uri: format!("mongodb://{addr}/?directConnection=true"),
         }
     }
@@ -615,4 +631,96 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
         other => ServerFrame::Other(other),
     };
     Some((frame, at + len))
+}
+
+/// The server binary (`ephemera`) on a free loopback port, with the test settings, its stderr
+/// kept: for what only a process shows (a panic, a signal, a crash and a restart).
+pub struct BinaryServer {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub base: String,
+    stderr: std::sync::Arc<Mutex<String>>,
+}
+
+impl BinaryServer {
+    pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--argon2-memory-kib",
+                "1024",
+                "--argon2-iterations",
+                "1",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn,ephemera::startup=info")
+            .env_remove("MONGODB_URI")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let kept = std::sync::Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = kept.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(port) = line.split("listening on port ").nth(1) {
+                    let _ = tx.send(port.trim().to_owned());
+                }
+                let mut kept = sink.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says its port");
+        Self {
+            child,
+            base: format!("127.0.0.1:{port}"),
+            stderr: kept,
+        }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its status.
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -350,3 +350,92 @@ async fn websocket_upgrades_check_the_origin() {
         }
     }
 }
+
+/// A page of another site can make its visitors' browsers send a form or `text/plain` post
+/// without asking: creating needs `application/json`, and neither creating nor deleting is
+/// allowed from a foreign origin.
+#[tokio::test]
+async fn creating_needs_json_and_no_foreign_origin_may_create_or_delete() {
+    let app = spawn_app().await;
+    let body = json!({ "auth": random_auth(), "admin_password": ADMIN_PASSWORD }).to_string();
+    let plain = app
+        .http
+        .post(format!("{}/api/rooms", app.base))
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(plain).await,
+        (415, "unsupported_media_type".into())
+    );
+    let foreign = app
+        .http
+        .post(format!("{}/api/rooms", app.base))
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(foreign).await, (403, "forbidden".into()));
+    let own = app
+        .http
+        .post(format!("{}/api/rooms", app.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .header("origin", app.base.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+    let room = app.room().await;
+    let delete = app
+        .http
+        .delete(format!("{}/api/rooms/{}", app.base, room.id))
+        .header("origin", "https://evil.example")
+        .json(&json!({ "admin_password": ADMIN_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(delete).await, (403, "forbidden".into()));
+}
+
+/// Behind HTTPS the server says so for a year (HSTS); on plain HTTP it does not.
+#[tokio::test]
+async fn hsts_is_sent_when_the_public_url_is_https() {
+    let behind_tls =
+        spawn_app_with(|c| c.public_url = Some("https://chat.example.org".into())).await;
+    let page = behind_tls.get("/").await;
+    assert_eq!(
+        page.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let plain = spawn_app().await;
+    assert!(!plain
+        .get("/")
+        .await
+        .headers()
+        .contains_key("strict-transport-security"));
+}
+
+/// With `--metrics-bind`, `/metrics` is served there and not on the public listener.
+#[tokio::test]
+async fn metrics_can_be_served_on_an_address_of_their_own() {
+    let app = spawn_app_with(|c| c.metrics_bind = Some("127.0.0.1:0".parse().unwrap())).await;
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    let port = app.metrics_port.expect("a metrics port");
+    let metrics = app
+        .http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("ephemera_connections"));
+}

@@ -537,3 +537,28 @@ async fn a_join_that_arrives_a_byte_at_a_time_is_read() {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     assert_eq!(welcome["you"]["name"], "patient");
 }
+
+/// Names that look like another member's, or like nothing at all, are refused: invisible code
+/// points (4422) and confusable spellings of a name in the room (4409).
+#[tokio::test]
+async fn look_alike_and_invisible_names_are_refused() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (_alice, _) = app.join(&room, "alice").await;
+    for (name, code, close) in [
+        ("alice\u{34f}", "invalid_name", 4422),
+        ("alice\u{fe0f}", "invalid_name", 4422),
+        ("\u{3164}", "invalid_name", 4422),
+        ("\u{430}lice", "name_taken", 4409),
+        ("ALICE", "name_taken", 4409),
+    ] {
+        refused_join(
+            &app,
+            &room.id,
+            json!({ "type": "join", "name": name, "auth": room.auth }),
+            code,
+            close,
+        )
+        .await;
+    }
+}

@@ -167,43 +167,16 @@ async fn shutdown_closes_every_member_with_1001() {
     assert_eq!(codes, (1001, 1001));
 }
 
-/// The real binary, stopped the way a container runtime stops it.
+/// The real binary, stopped the way a container runtime stops it: every socket, joined or still
+/// waiting to join, gets 1001, and the process exits well within its grace period.
 #[tokio::test]
-async fn sigterm_drains_the_binary_and_members_get_1001() {
-    use std::io::BufRead;
+async fn sigterm_drains_the_binary_and_every_socket_gets_1001() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ephemera"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--argon2-memory-kib",
-            "1024",
-            "--argon2-iterations",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .env_remove("MONGODB_URI")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(port) = line.split("listening on port ").nth(1) {
-                let _ = tx.send(port.trim().to_owned());
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server says its port");
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = BinaryServer::start(dir.path(), &["--shutdown-grace-secs", "5"]);
+    let http = reqwest::Client::new();
     let auth = random_auth();
-    let created = reqwest::Client::new()
-        .post(format!("{base}/api/rooms"))
+    let created = http
+        .post(format!("http://{}/api/rooms", server.base))
         .json(&json!({ "auth": auth, "admin_password": ADMIN_PASSWORD }))
         .send()
         .await
@@ -213,26 +186,27 @@ async fn sigterm_drains_the_binary_and_members_get_1001() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut ws = Ws::connect(&format!("ws://127.0.0.1:{port}/ws/{room_id}"), None)
-        .await
-        .unwrap();
-    ws.send_json(&json!({ "type": "join", "name": "a", "auth": auth }))
+    let url = format!("ws://{}/ws/{room_id}", server.base);
+    let mut member = Ws::connect(&url, None).await.unwrap();
+    member
+        .send_json(&json!({ "type": "join", "name": "a", "auth": auth }))
         .await;
-    ws.recv_type("welcome").await;
+    member.recv_type("welcome").await;
+    let mut waiting = Ws::connect(&url, None).await.unwrap();
 
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert_eq!(ws.closed().await.0, 1001);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eq!(member.closed().await.0, 1001);
+    assert_eq!(waiting.closed().await.0, 1001);
+    let status = server
+        .exited(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the server exits within its grace period: {}",
+                server.stderr()
+            )
+        });
     assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
 }

@@ -204,3 +204,45 @@ async fn deletes_of_unknown_rooms_count_as_failures() {
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
 }
+
+/// One member that keeps its socket full (here with no allowance to run out of) does not hold
+/// the worker thread its socket is served on: the other members and HTTP go on meanwhile.
+#[tokio::test]
+async fn a_member_that_keeps_its_socket_full_does_not_starve_the_others() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app_with(|c| {
+        c.workers = 1;
+        c.messages_per_10s = 0;
+        c.bytes_per_10s = 0;
+        c.outbound_queue_frames = 1_000_000;
+        c.outbound_queue_bytes = 1 << 30;
+    })
+    .await;
+    let room = app.room().await;
+    let (mut alice, _) = app.join(&room, "alice").await;
+    let (mut bob, _) = app.join(&room, "bob").await;
+    alice.recv_type("bot").await;
+    let mut raw = app.raw(&room.id).await;
+    raw.join(&room, "flooder").await;
+    let frames = text_frame(&json!({ "type": "members" }).to_string()).repeat(256);
+    let flood = tokio::spawn(async move {
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            if raw.stream.write_all(&frames).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..10 {
+        let health = tokio::time::timeout(WAIT, app.get("/healthz"))
+            .await
+            .expect("the server answers HTTP meanwhile");
+        assert_eq!(health.status(), 200);
+        alice
+            .send_json(&json!({ "type": "send", "txn": format!("{i}"), "body": i }))
+            .await;
+        assert_eq!(bob.recv_type("message").await["body"], i);
+    }
+    flood.abort();
+}

@@ -3,7 +3,7 @@
 
 mod abuse;
 mod cli;
-mod fuzz;
+mod faults;
 mod helpers;
 mod http;
 mod join;

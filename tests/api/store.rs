@@ -188,9 +188,10 @@ async fn the_server_runs_on_mongodb_end_to_end() {
 }
 
 /// MongoDB goes away mid-chat: health, create, delete and joins that need the store say so,
-/// and the members already in a room keep chatting (and a live room still admits people).
+/// and the members already in a room keep chatting (and a live room still admits people). When
+/// it comes back, the server heals by itself, without a restart.
 #[tokio::test]
-async fn while_mongodb_is_down_live_rooms_keep_chatting() {
+async fn while_mongodb_is_down_live_rooms_keep_chatting_and_then_it_heals() {
     let mut mongo = MongoServer::start();
     let uri = mongo.uri.clone();
     let app = spawn_app_with(|c| {
@@ -240,6 +241,24 @@ async fn while_mongodb_is_down_live_rooms_keep_chatting() {
 
     let lobby = app.get("/api/rooms").await;
     assert_eq!(lobby.status(), 200);
+
+    // MongoDB comes back where it was (SecantusDB keeps its data in memory here, so it comes back
+    // empty; what matters is that the server finds it again by itself).
+    let _mongo = MongoServer::start_at(mongo.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.get("/healthz").await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store stayed down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A room created now, and joined through the store (it is not live).
+    let fresh = app.room().await;
+    let (_d, _) = app.join(&fresh, "d").await;
+    a.send_json(&json!({ "type": "send", "txn": "2", "body": {"text": "healed"} }))
+        .await;
+    assert_eq!(b.recv_type("message").await["body"]["text"], "healed");
 }
 
 #[tokio::test]

@@ -4,44 +4,53 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// How many times each close is tried: before the linger, about half of the trials lost the
-/// close frame to a reset.
+/// How many times each close is tried: before the linger, a sender lost the close in most of
+/// them.
 const TRIALS: usize = 12;
 
-/// Streams `frame` from `ws` as fast as the socket takes it, from a task of its own, while this
-/// task reads everything and runs `trigger`; returns the close code the client saw, 1006 when
-/// the connection ended without a close frame (as a browser would report a reset).
-async fn code_seen_while_streaming(
-    ws: Ws,
-    frame: Message,
-    trigger: impl std::future::Future<Output = ()>,
+/// A client busy sending, as a browser uploading a file is: it writes frame after frame and looks
+/// at what came in only between batches, and, as a browser does, it gives up on the connection
+/// (1006) the moment a write fails, whatever it had not read yet. `trigger` runs beside it. The
+/// code it saw: the server's close code, or 1006 if its writes were reset first.
+async fn code_seen_by_a_busy_sender(
+    raw: Raw,
+    frame: Vec<u8>,
+    trigger: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> u16 {
-    let (mut sink, mut stream) = ws.inner.split();
-    let writer = tokio::spawn(async move {
-        for _ in 0..100_000 {
-            if sink.send(frame.clone()).await.is_err() {
-                break;
+    use tokio::io::AsyncWriteExt as _;
+    let trigger = tokio::spawn(trigger);
+    let Raw {
+        mut stream,
+        mut pending,
+    } = raw;
+    let deadline = Instant::now() + WAIT;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let code = 'sending: loop {
+        if Instant::now() > deadline {
+            break 0;
+        }
+        for _ in 0..64 {
+            if stream.write_all(&frame).await.is_err() {
+                break 'sending 1006;
             }
         }
-    });
-    let reader = async move {
-        loop {
-            match tokio::time::timeout(WAIT, stream.next()).await {
-                Ok(Some(Ok(Message::Close(Some(close))))) => return u16::from(close.code),
-                Ok(Some(Ok(Message::Close(None)))) => return 1005,
-                Ok(Some(Ok(_))) => continue,
-                _ => return 1006,
+        match stream.try_read(&mut chunk) {
+            Ok(0) => break 1006,
+            Ok(n) => {
+                pending.extend_from_slice(&chunk[..n]);
+                if let (Some(code), _) = frames_in(&pending) {
+                    break code;
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break 1006,
         }
     };
-    let (code, ()) = tokio::join!(reader, trigger);
-    writer.abort();
+    trigger.await.unwrap();
     code
 }
 
@@ -51,9 +60,10 @@ async fn the_4400_after_bad_frames_reaches_a_client_that_keeps_sending() {
     let room = app.room().await;
     let mut codes = Vec::new();
     for trial in 0..TRIALS {
-        let (ws, _) = app.join(&room, &format!("noisy{trial}")).await;
-        let binary = Message::binary(vec![7u8; 512]);
-        codes.push(code_seen_while_streaming(ws, binary, async {}).await);
+        let mut raw = app.raw(&room.id).await;
+        raw.join(&room, &format!("noisy{trial}")).await;
+        let binary = raw_frame(0x82, 512, &[7; 512]);
+        codes.push(code_seen_by_a_busy_sender(raw, binary, async {}).await);
     }
     assert!(codes.iter().all(|&c| c == 4400), "{codes:?}");
 }
@@ -67,20 +77,33 @@ fn unmetered(c: &mut ephemera::Config) {
     c.outbound_queue_bytes = 1 << 30;
 }
 
+fn typing() -> Vec<u8> {
+    text_frame(&json!({ "type": "typing", "active": true }).to_string())
+}
+
 #[tokio::test]
 async fn the_4410_of_a_deletion_reaches_a_member_who_is_typing() {
     let app = spawn_app_with(unmetered).await;
     let mut codes = Vec::new();
     for _ in 0..TRIALS {
         let room = app.room().await;
-        let (ws, _) = app.join(&room, "typist").await;
-        let typing = Message::text(json!({ "type": "typing", "active": true }).to_string());
-        let delete = async {
+        let mut raw = app.raw(&room.id).await;
+        raw.join(&room, "typist").await;
+        let (http, url) = (
+            app.http.clone(),
+            format!("{}/api/rooms/{}", app.base, room.id),
+        );
+        let delete = async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let response = app.delete_room(&room.id, ADMIN_PASSWORD).await;
+            let response = http
+                .delete(url)
+                .json(&json!({ "admin_password": ADMIN_PASSWORD }))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 204);
         };
-        codes.push(code_seen_while_streaming(ws, typing, delete).await);
+        codes.push(code_seen_by_a_busy_sender(raw, typing(), delete).await);
     }
     assert!(codes.iter().all(|&c| c == 4410), "{codes:?}");
 }
@@ -89,26 +112,30 @@ async fn the_4410_of_a_deletion_reaches_a_member_who_is_typing() {
 async fn the_4403_of_a_kick_reaches_a_member_who_is_typing() {
     let app = spawn_app_with(unmetered).await;
     let room = app.room().await;
-    let (mut admin, _) = app.join_admin(&room, "admin").await;
+    let (admin, _) = app.join_admin(&room, "admin").await;
+    let admin = std::sync::Arc::new(tokio::sync::Mutex::new(admin));
     let mut codes = Vec::new();
     for trial in 0..TRIALS {
         let name = format!("typist{trial}");
-        let (ws, _) = app.join(&room, &name).await;
-        let typing = Message::text(json!({ "type": "typing", "active": true }).to_string());
-        let kick = async {
+        let mut raw = app.raw(&room.id).await;
+        raw.join(&room, &name).await;
+        let admin = admin.clone();
+        let kick = async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             admin
+                .lock()
+                .await
                 .send_json(&json!({ "type": "kick", "name": name }))
                 .await;
         };
-        codes.push(code_seen_while_streaming(ws, typing, kick).await);
+        codes.push(code_seen_by_a_busy_sender(raw, typing(), kick).await);
     }
     assert!(codes.iter().all(|&c| c == 4403), "{codes:?}");
 }
 
 /// Sends `head`, then streams zeros after it (up to 64 MiB, until the server stops taking them),
 /// while reading everything the server sends; returns the close code (`None` for a reset or an
-/// end without one), the text frames before it, and how long the close took.
+/// end without one), the text frames before it, and how long the close took to arrive.
 async fn stream_after(raw: Raw, head: &[u8]) -> (Option<u16>, Vec<String>, Duration) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Raw {
@@ -139,11 +166,8 @@ async fn stream_after(raw: Raw, head: &[u8]) -> (Option<u16>, Vec<String>, Durat
             }
         }
     };
-    tokio::pin!(writer);
-    tokio::select! {
-        result = reader => result,
-        () = &mut writer => unreachable!("the writer ends only once the server stops reading"),
-    }
+    let (result, ()) = tokio::join!(reader, writer);
+    result
 }
 
 /// A frame whose header declares 2^40 bytes, streamed into before any join: the server closes

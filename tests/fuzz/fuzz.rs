@@ -7,8 +7,6 @@
 
 use std::{
     collections::BTreeSet,
-    io::BufRead as _,
-    process::{Child, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -29,65 +27,6 @@ const SOCKETS_AT_ONCE: usize = 8;
 const CONTRACT_CLOSES: [u16; 12] = [
     1000, 1007, 1013, 4400, 4401, 4404, 4408, 4409, 4413, 4422, 4429, 4503,
 ];
-
-/// The server binary on a free port, its stderr kept for the panic check.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ephemera"))
-            .args([
-                "--bind",
-                "127.0.0.1:0",
-                "--argon2-memory-kib",
-                "1024",
-                "--argon2-iterations",
-                "1",
-                "--join-timeout-secs",
-                "3",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "warn,ephemera::startup=info")
-            .env_remove("MONGODB_URI")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let kept = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = kept.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(port) = line.split("listening on port ").nth(1) {
-                    let _ = tx.send(port.trim().to_owned());
-                }
-                let mut kept = sink.lock().unwrap();
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server says its port");
-        Self {
-            child,
-            base: format!("127.0.0.1:{port}"),
-            stderr: kept,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A frame a client might send: valid, mutated, or broken in a way RFC 6455 or the contract
 /// forbids. Returns whole frames; the caller splits the stream at random.
@@ -223,7 +162,7 @@ async fn a_fuzzed_flood_never_panics_the_server_nor_disturbs_honest_members() {
         .unwrap_or(0x5eed_e9e3_u64);
     eprintln!("fuzz seed {seed} (EPHEMERA_FUZZ_SEED replays it)");
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
+    let server = BinaryServer::start(data.path(), &["--join-timeout-secs", "3"]);
     let http = reqwest::Client::new();
     let auth = random_auth();
     let created: Value = http
@@ -382,6 +321,6 @@ async fn a_fuzzed_flood_never_panics_the_server_nor_disturbs_honest_members() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let stderr = server.stderr.lock().unwrap().clone();
+    let stderr = server.stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
