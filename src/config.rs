@@ -152,8 +152,9 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
 
-    /// argon2 runs one client address may have waiting or running at once.
-    #[arg(long, env = "EPHEMERA_HASHES_PER_ADDRESS", default_value_t = 2)]
+    /// argon2 runs one client address may have waiting or running at once (a creation takes
+    /// two).
+    #[arg(long, env = "EPHEMERA_HASHES_PER_ADDRESS", default_value_t = 4)]
     pub hashes_per_address: usize,
 
     /// Lobby requests (`GET /api/rooms`) one client address may make per minute (0 = unlimited).

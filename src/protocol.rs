@@ -102,12 +102,13 @@ pub mod close {
     pub const ROOM_DELETED: u16 = 4410;
 }
 
-/// A refusal as the client will hear it: its code, and how long to wait when it is
-/// `rate_limited`.
+/// A refusal as the client will hear it: its code, how long to wait when it is `rate_limited`,
+/// and the close code when it is not the error's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
     pub code: ErrorCode,
     pub retry_after: Option<std::time::Duration>,
+    pub close: Option<u16>,
 }
 
 impl Refusal {
@@ -115,7 +116,22 @@ impl Refusal {
         Self {
             code: ErrorCode::RateLimited,
             retry_after: Some(wait),
+            close: None,
         }
+    }
+
+    /// The server cannot take the work now (its hashing is full, or this address's share of
+    /// it): `rate_limited`, but closed with 1013, which clients answer by trying again after
+    /// their backoff, where 4429 ends the visit.
+    pub fn busy() -> Self {
+        Self {
+            close: Some(close::TRY_AGAIN_LATER),
+            ..Self::rate_limited(std::time::Duration::from_secs(1))
+        }
+    }
+
+    pub fn close_code(&self) -> u16 {
+        self.close.unwrap_or(self.code.close_code())
     }
 }
 
@@ -124,6 +140,7 @@ impl From<ErrorCode> for Refusal {
         Self {
             code,
             retry_after: None,
+            close: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use dashmap::DashMap;
 
-use crate::{address::AddressKey, domain::RoomId};
+use crate::{address::AddressKey, domain::RoomId, protocol::Refusal};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -43,19 +43,20 @@ impl Bucket {
         self.last = now;
     }
 
-    /// Time until `cost` tokens are there, or `None` when they are there now.
+    /// Time until `cost` tokens are there, or `None` when they are there now. A cost over the
+    /// capacity costs the whole capacity: it must be possible once the bucket is full.
     fn wait_for(&mut self, cost: f64, now: Instant) -> Option<Duration> {
         if self.capacity == 0.0 {
             return None;
         }
         self.refill(now);
-        (self.tokens < cost).then(|| {
-            Duration::from_secs_f64((cost.min(self.capacity) - self.tokens) / self.per_sec)
-        })
+        let cost = cost.min(self.capacity);
+        (self.tokens < cost).then(|| Duration::from_secs_f64((cost - self.tokens) / self.per_sec))
     }
 
-    /// Takes `cost` tokens, or says how long to wait for them.
+    /// Takes `cost` tokens (at most the capacity), or says how long to wait for them.
     pub fn take(&mut self, cost: f64, now: Instant) -> Result<(), Duration> {
+        let cost = cost.min(self.capacity);
         match self.wait_for(cost, now) {
             Some(wait) => Err(wait),
             None => {
@@ -139,6 +140,8 @@ pub struct Limiters {
     lobby_per_address: KeyedLimiter<AddressKey>,
     /// argon2 runs waiting or running, per address.
     hashing: DashMap<AddressKey, usize>,
+    /// Attempts that hold a failed-attempt token and have not been decided yet, per address.
+    deciding: DashMap<AddressKey, usize>,
     hashes_per_address: usize,
     pub sockets: Arc<Sockets>,
 }
@@ -155,6 +158,7 @@ impl Limiters {
             ),
             lobby_per_address: KeyedLimiter::new(config.lobby_per_minute, minute),
             hashing: DashMap::new(),
+            deciding: DashMap::new(),
             hashes_per_address: config.hashes_per_address.max(1),
             sockets: Arc::new(Sockets::new(config)),
         }
@@ -167,8 +171,25 @@ impl Limiters {
             address,
             room,
             charged: false,
-            hashing: false,
+            hashing: None,
         }
+    }
+
+    /// A claim on `runs` of the address's argon2 runs, or `None` when it has its share waiting
+    /// or running already: past that, one address's work would queue in front of everyone's.
+    pub fn hashing(&self, address: AddressKey, runs: usize) -> Option<Hashing<'_>> {
+        let mut running = self.hashing.entry(address).or_insert(0);
+        if *running + runs > self.hashes_per_address {
+            drop(running);
+            self.hashing.remove_if(&address, |_, running| *running == 0);
+            return None;
+        }
+        *running += runs;
+        Some(Hashing {
+            limiters: self,
+            address,
+            runs,
+        })
     }
 
     pub fn create(&self, address: AddressKey) -> Result<(), Duration> {
@@ -198,79 +219,143 @@ pub struct Attempt<'a> {
     address: AddressKey,
     room: Option<RoomId>,
     charged: bool,
-    hashing: bool,
+    hashing: Option<Hashing<'a>>,
+}
+
+/// Why an attempt may not go on to its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The failed-attempt allowance is used up by failures.
+    Failures(Duration),
+    /// The address has its share of argon2 runs waiting or running, or its allowance is held by
+    /// attempts still being decided (a reconnecting crowd behind one address, each going to a
+    /// different cold room): not a failure, and worth trying again in a moment.
+    Busy,
+}
+
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Failures(wait) => Refusal::rate_limited(wait),
+            Refused::Busy => Refusal::busy(),
+        }
+    }
+}
+
+/// Argon2 runs claimed for an address ([`Limiters::hashing`]); given back when dropped.
+pub struct Hashing<'a> {
+    limiters: &'a Limiters,
+    address: AddressKey,
+    runs: usize,
+}
+
+impl Drop for Hashing<'_> {
+    fn drop(&mut self) {
+        self.limiters
+            .hashing
+            .remove_if_mut(&self.address, |_, running| {
+                *running -= self.runs;
+                *running == 0
+            });
+    }
 }
 
 impl Attempt<'_> {
     /// Refuses at once, before any work, when either allowance is used up.
-    pub fn check(&self) -> Result<(), Duration> {
+    pub fn check(&self) -> Result<(), Refused> {
         let l = self.limiters;
-        let by_address = l.failed_per_address.check(&self.address);
+        let by_address = l
+            .failed_per_address
+            .check(&self.address)
+            .map_err(|wait| self.failures_or_busy(wait));
         let by_room = self
             .room
             .as_ref()
-            .map_or(Ok(()), |room| l.failed_per_room.check(room));
+            .map_or(Ok(()), |room| l.failed_per_room.check(room))
+            .map_err(Refused::Failures);
         match (by_address, by_room) {
             (Ok(()), Ok(())) => Ok(()),
-            (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(w), _) | (_, Err(w)) => Err(w),
+            (Err(Refused::Failures(a)), Err(Refused::Failures(b))) => {
+                Err(Refused::Failures(a.max(b)))
+            }
+            (Err(refused), _) | (_, Err(refused)) => Err(refused),
+        }
+    }
+
+    /// The address's allowance is used up: by failures, or by attempts still being decided.
+    fn failures_or_busy(&self, wait: Duration) -> Refused {
+        let deciding = self
+            .limiters
+            .deciding
+            .get(&self.address)
+            .is_some_and(|n| *n > 0);
+        if deciding {
+            Refused::Busy
+        } else {
+            Refused::Failures(wait)
         }
     }
 
     /// Takes a token of each allowance (once per attempt), or refuses without taking any.
-    pub fn charge(&mut self) -> Result<(), Duration> {
+    pub fn charge(&mut self) -> Result<(), Refused> {
         if self.charged {
             return Ok(());
         }
         let l = self.limiters;
-        l.failed_per_address.take(&self.address)?;
+        if let Err(wait) = l.failed_per_address.take(&self.address) {
+            return Err(self.failures_or_busy(wait));
+        }
         if let Some(room) = &self.room {
             if let Err(wait) = l.failed_per_room.take(room) {
                 l.failed_per_address.give_back(&self.address);
-                return Err(wait);
+                return Err(Refused::Failures(wait));
             }
         }
+        *l.deciding.entry(self.address).or_insert(0) += 1;
         self.charged = true;
         Ok(())
     }
 
-    /// Charges, and claims one of the address's argon2 runs; the claim ends with the attempt.
-    pub fn before_hashing(&mut self) -> Result<(), Duration> {
-        self.charge()?;
-        if self.hashing {
-            return Ok(());
+    /// The attempt is decided: it no longer holds its tokens back from others.
+    fn decided(&mut self) {
+        if std::mem::take(&mut self.charged) {
+            self.limiters.deciding.remove_if_mut(&self.address, |_, n| {
+                *n -= 1;
+                *n == 0
+            });
         }
-        let mut running = self.limiters.hashing.entry(self.address).or_insert(0);
-        if *running >= self.limiters.hashes_per_address {
-            return Err(Duration::from_secs(1));
+    }
+
+    /// Claims one of the address's argon2 runs (the claim ends with the attempt), then charges;
+    /// a refused claim charges nothing.
+    pub fn before_hashing(&mut self) -> Result<(), Refused> {
+        if self.hashing.is_none() {
+            self.hashing = Some(
+                self.limiters
+                    .hashing(self.address, 1)
+                    .ok_or(Refused::Busy)?,
+            );
         }
-        *running += 1;
-        self.hashing = true;
-        Ok(())
+        self.charge()
     }
 
     /// The attempt did not fail on its credentials: the tokens go back.
     pub fn refund(&mut self) {
-        if std::mem::take(&mut self.charged) {
+        if self.charged {
             let l = self.limiters;
             l.failed_per_address.give_back(&self.address);
             if let Some(room) = &self.room {
                 l.failed_per_room.give_back(room);
             }
+            self.decided();
         }
     }
 }
 
+/// An attempt dropped with its tokens taken has failed: they stay taken.
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if self.hashing {
-            self.limiters
-                .hashing
-                .remove_if_mut(&self.address, |_, running| {
-                    *running -= 1;
-                    *running == 0
-                });
-        }
+        self.decided();
     }
 }
 
@@ -443,11 +528,24 @@ mod tests {
         let mut running = l.attempt(me, None);
         running.before_hashing().unwrap();
         let mut neighbour = l.attempt(address("2001:db8::2"), None);
-        assert!(neighbour.before_hashing().is_err());
+        assert_eq!(neighbour.before_hashing(), Err(Refused::Busy));
+        assert!(l.hashing(me, 1).is_none());
         drop(running);
         assert!(neighbour.before_hashing().is_ok());
         drop(neighbour);
         assert!(l.hashing.is_empty());
+        // A refused claim costs no failure token.
+        let strict = limiters(|c| {
+            c.hashes_per_address = 2;
+            c.join_failures_per_ip = 1;
+        });
+        let create = strict.hashing(me, 2).unwrap();
+        assert_eq!(
+            strict.attempt(me, None).before_hashing(),
+            Err(Refused::Busy)
+        );
+        drop(create);
+        assert!(strict.attempt(me, None).before_hashing().is_ok());
     }
 
     #[test]

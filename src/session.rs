@@ -15,9 +15,9 @@ use crate::{
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
     hub::{ConnId, Entry, Outbox, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame},
-    ratelimit::{retry_after_ms, Bucket, Full},
+    ratelimit::{retry_after_ms, Bucket, Socket},
     socket::{Inbound, Incoming},
-    startup::AppState,
+    startup::{self, AppState},
 };
 
 /// Bad frames in a row after which the socket is closed with 4400.
@@ -25,10 +25,16 @@ const MAX_BAD_FRAMES: u32 = 10;
 /// How often a join re-checks when the room it proved left the hub meanwhile.
 const JOIN_RETRIES: usize = 3;
 
-/// Sends an `error` frame and closes the socket with the error's close code.
-fn refuse(outbox: &Outbox, code: ErrorCode, retry_after_ms: Option<u64>) {
-    let _ = outbox.push(&ServerFrame::error(code, None, retry_after_ms).encode());
-    outbox.close(code.close_code(), code.as_str());
+/// The largest frame before the join. A `join` is well under 1 KiB; a socket that has proven
+/// nothing yet may not make the server hold a full-size frame.
+const JOIN_FRAME_BYTES: usize = 4 * 1024;
+
+/// Sends an `error` frame and closes the socket with the refusal's close code.
+fn refuse(outbox: &Outbox, refusal: impl Into<Refusal>) {
+    let refusal = refusal.into();
+    let error = ServerFrame::error(refusal.code, None, refusal.retry_after.map(retry_after_ms));
+    let _ = outbox.push(&error.encode());
+    outbox.close(refusal.close_code(), refusal.code.as_str());
 }
 
 /// Who ended a socket. The server's own closes are followed by a linger (see
@@ -37,22 +43,19 @@ fn refuse(outbox: &Outbox, code: ErrorCode, retry_after_ms: Option<u64>) {
 pub enum Ended {
     ByClient,
     ByServer,
-    /// Turned away before anything was read (the server or the address is full): nothing to
-    /// linger for, and a flood of such sockets must not take the lingering places of others.
-    Turned,
 }
 
 /// Ends the socket for a message that cannot be answered with an error.
 fn end(outbox: &Outbox, incoming: &Incoming) -> Ended {
     match incoming {
-        Incoming::TooLarge => refuse(outbox, ErrorCode::FrameTooLarge, None),
+        Incoming::TooLarge => refuse(outbox, ErrorCode::FrameTooLarge),
         Incoming::InvalidUtf8 => outbox.close(close::INVALID_PAYLOAD, "invalid UTF-8"),
-        Incoming::Malformed => refuse(outbox, ErrorCode::BadRequest, None),
+        Incoming::Malformed => refuse(outbox, ErrorCode::BadRequest),
         Incoming::Close | Incoming::Gone => {
             outbox.close(close::NORMAL, "bye");
             return Ended::ByClient;
         }
-        Incoming::Text(_) | Incoming::Binary | Incoming::Ping(_) | Incoming::Pong => {
+        Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong => {
             outbox.close(close::NORMAL, "bye")
         }
     }
@@ -65,18 +68,28 @@ fn shut_down(outbox: &Outbox) -> Ended {
     Ended::ByServer
 }
 
-/// Takes a control frame's share of the allowance, waiting for it when it is used up. The socket
-/// is not read meanwhile, so a flood of pings or pongs slows its sender down (its writes wait on
-/// TCP) instead of costing the server. `false` when the socket closed while it waited.
+/// Takes a frame's share of the allowance, waiting for it when it is used up: for the frames
+/// that get no answer (pings, pongs, binary frames). The socket is not read meanwhile, so a flood
+/// of them slows its sender down (its writes wait on TCP) instead of costing the server. `false`
+/// when the socket closed while it waited.
 async fn pace(allowance: &mut Allowance, len: usize, outbox: &Outbox) -> bool {
     loop {
         match allowance.take(len) {
             Ok(()) => return true,
-            Err(wait) => tokio::select! {
-                _ = outbox.closed() => return false,
-                _ = tokio::time::sleep(wait) => {}
-            },
+            Err(wait) => {
+                if !pause(wait, outbox).await {
+                    return false;
+                }
+            }
         }
+    }
+}
+
+/// Waits `wait` without reading the socket; `false` when it closed meanwhile.
+async fn pause(wait: Duration, outbox: &Outbox) -> bool {
+    tokio::select! {
+        _ = outbox.closed() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
@@ -97,26 +110,18 @@ impl Drop for Connected {
 }
 
 /// Runs one socket from the upgrade to the close; says who closed it.
+/// `place` is the socket's place among the server's and its address's, held by the caller until
+/// the socket is gone, linger included.
 pub async fn run(
     state: AppState,
     room_path: String,
     ip: IpAddr,
+    place: &mut Socket,
     inbound: &mut Inbound,
     outbox: Outbox,
 ) -> Ended {
-    // The sockets escape the HTTP server's own connection limit once upgraded; these are theirs.
-    let mut place = match state.limiters.sockets.open(AddressKey::of(ip)) {
-        Ok(place) => place,
-        Err(full) => {
-            let reason = match full {
-                Full::Server => "server busy",
-                Full::Address => "too many connections from this address",
-            };
-            outbox.close(close::TRY_AGAIN_LATER, reason);
-            return Ended::Turned;
-        }
-    };
     let _connected = Connected::new(&state.metrics.connections);
+    inbound.set_limit(JOIN_FRAME_BYTES.min(state.config.max_frame_bytes));
     let conn = state.hub.next_conn();
     let mut allowance = Allowance::new(&state);
     // Boxed: the join's futures (store lookups, argon2) are large and needed once; the chat loop
@@ -135,6 +140,7 @@ pub async fn run(
         Err(ended) => return ended,
     };
     place.joined();
+    inbound.set_limit(state.config.max_frame_bytes);
     let ended = chat(&state, &room, conn, inbound, &outbox, &mut allowance).await;
     state.hub.leave(&room, conn);
     ended
@@ -160,7 +166,7 @@ async fn await_join(
         let incoming = match incoming {
             Ok(incoming) => incoming,
             Err(_) => {
-                refuse(outbox, ErrorCode::JoinTimeout, None);
+                refuse(outbox, ErrorCode::JoinTimeout);
                 return Err(Ended::ByServer);
             }
         };
@@ -178,23 +184,19 @@ async fn await_join(
             }
             Incoming::Text(text) => {
                 let Ok(ClientFrame::Join(join)) = ClientFrame::parse(&text) else {
-                    refuse(outbox, ErrorCode::BadRequest, None);
+                    refuse(outbox, ErrorCode::BadRequest);
                     return Err(Ended::ByServer);
                 };
                 return match admit(state, room_path, ip, conn, join, outbox).await {
                     Ok(room) => Ok(room),
                     Err(refusal) => {
-                        refuse(
-                            outbox,
-                            refusal.code,
-                            refusal.retry_after.map(retry_after_ms),
-                        );
+                        refuse(outbox, refusal);
                         Err(Ended::ByServer)
                     }
                 };
             }
-            Incoming::Binary => {
-                refuse(outbox, ErrorCode::BadRequest, None);
+            Incoming::Binary(_) => {
+                refuse(outbox, ErrorCode::BadRequest);
                 return Err(Ended::ByServer);
             }
             other => return Err(end(outbox, &other)),
@@ -253,15 +255,17 @@ async fn admit_inner(
     }
     let room_id = RoomId::parse(room_path).ok();
     let mut attempt = state.limiters.attempt(AddressKey::of(ip), room_id.clone());
-    attempt.check().map_err(Refusal::rate_limited)?;
+    attempt.check()?;
     let Some(room_id) = room_id else {
         // No such room can exist; the probe still counts.
-        attempt.charge().map_err(Refusal::rate_limited)?;
+        attempt.charge()?;
         return Err(ErrorCode::RoomNotFound.into());
     };
     for _ in 0..JOIN_RETRIES {
-        let proven = state.authenticate(&room_id, &secrets, &mut attempt).await?;
-        let Some(room) = state.go_live(&room_id, proven).await? else {
+        let proven = state
+            .authenticate(&room_id, &secrets, &mut attempt, startup::Entry::Open)
+            .await?;
+        let Some(room) = proven.live else {
             continue;
         };
         let entry = Entry {
@@ -370,7 +374,11 @@ async fn chat(
                 last_seen = Instant::now();
                 continue;
             }
-            Incoming::Binary => {
+            Incoming::Binary(len) => {
+                // Nothing the protocol takes, but it was read: it costs like any frame.
+                if !pace(allowance, len, outbox).await {
+                    return Ended::ByServer;
+                }
                 last_seen = Instant::now();
                 if bad_frame(&mut bad, None, outbox) {
                     return Ended::ByServer;
@@ -407,6 +415,11 @@ async fn chat(
         if let Err(wait) = allowance.take(text.len() + answer) {
             let error = ServerFrame::error(ErrorCode::RateLimited, txn, Some(retry_after_ms(wait)));
             let _ = outbox.push(&error.encode());
+            // And the socket is not read until the allowance has refilled: a client that keeps
+            // sending past it slows down itself, not the server.
+            if !pause(wait, outbox).await {
+                return Ended::ByServer;
+            }
             continue;
         }
         if let Err(code) = handle(state, room, conn, &frame, outbox).await {
@@ -420,7 +433,7 @@ async fn chat(
 fn bad_frame(bad: &mut u32, txn: Option<&str>, outbox: &Outbox) -> bool {
     *bad += 1;
     if *bad >= MAX_BAD_FRAMES {
-        refuse(outbox, ErrorCode::BadRequest, None);
+        refuse(outbox, ErrorCode::BadRequest);
         return true;
     }
     let _ = outbox.push(&ServerFrame::error(ErrorCode::BadRequest, txn, None).encode());

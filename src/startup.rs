@@ -91,51 +91,37 @@ pub struct AppState {
     pub sockets: TaskTracker,
 }
 
-/// A room's record, and the live room when someone is in it.
-pub struct Found {
+/// Credentials proven against a room's record.
+pub struct Proven {
+    /// The live room they were proven in; with [`Entry::Open`], the room made live from the
+    /// record, and `None` when that record is no longer the room's (deleted, or deleted and
+    /// created anew while argon2 ran): a join then starts over.
     pub live: Option<Arc<Room>>,
     pub record: RoomRecord,
 }
 
-/// Credentials proven against a room's record.
-pub struct Proven {
-    /// The live room they were proven in, if the room was live.
-    pub live: Option<Arc<Room>>,
-    pub record: RoomRecord,
-    /// Whether argon2 ran, so that time passed between reading the record and now.
-    pub hashed: bool,
+/// What a proof is for: a join enters the room, making it live; a delete only needs the proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Open,
+    ProofOnly,
 }
 
 impl AppState {
-    /// A room's record: the live room's copy when someone is in it (no store round trip, and it
-    /// works during a store outage), else the store's.
-    pub async fn find_room(&self, room_id: &RoomId) -> Result<Option<Found>, StoreError> {
-        if let Some(room) = self.hub.live(room_id) {
-            let record = room.record.clone();
-            return Ok(Some(Found {
-                live: Some(room),
-                record,
-            }));
-        }
-        Ok(self
-            .credentials
-            .fetch(room_id)
-            .await?
-            .map(|record| Found { live: None, record }))
-    }
-
     /// Checks `secrets` against the room's record (a `None` secret is malformed and cannot
     /// match), in the contract's order: the room (4404), then each secret (4401).
     ///
     /// A live room whose record has accepted these secrets before costs an HMAC each. Anything
     /// slower (a store lookup, argon2) takes the room's turn and is charged to `attempt` first,
     /// then given back if the secrets are right: a burst of wrong guesses is refused from the
-    /// first one past the allowance, before its work.
+    /// first one past the allowance, before its work. A room a join opens goes live inside that
+    /// turn, which a delete takes too: a delete cannot slip between the proof and the opening.
     pub async fn authenticate(
         &self,
         room_id: &RoomId,
         secrets: &[(Secret, Option<&[u8]>)],
         attempt: &mut Attempt<'_>,
+        entry: Entry,
     ) -> Result<Proven, Refusal> {
         let credentials = &self.credentials;
         let known = |record: &RoomRecord| {
@@ -149,7 +135,6 @@ impl AppState {
                 return Ok(Proven {
                     live: Some(room),
                     record,
-                    hashed: false,
                 });
             }
         }
@@ -158,7 +143,7 @@ impl AppState {
         let record = match &live {
             Some(room) => room.record.clone(),
             None => {
-                attempt.charge().map_err(Refusal::rate_limited)?;
+                attempt.charge()?;
                 match credentials.fetch(room_id).await {
                     Ok(Some(record)) => record,
                     Ok(None) => return Err(ErrorCode::RoomNotFound.into()),
@@ -172,55 +157,51 @@ impl AppState {
         let mut hashed = false;
         for &(which, secret) in secrets {
             let Some(secret) = secret else {
-                attempt.charge().map_err(Refusal::rate_limited)?;
+                attempt.charge()?;
                 return Err(ErrorCode::InvalidCredentials.into());
             };
             if credentials.knows(&record, which, secret) {
                 continue;
             }
-            attempt.before_hashing().map_err(Refusal::rate_limited)?;
+            attempt.before_hashing()?;
             hashed = true;
             match credentials.verify(&record, which, secret).await {
                 Ok(true) => {}
                 Ok(false) => return Err(ErrorCode::InvalidCredentials.into()),
                 Err(_) => {
                     attempt.refund();
-                    return Err(Refusal::rate_limited(Duration::from_secs(1)));
+                    return Err(Refusal::busy());
                 }
             }
         }
         attempt.refund();
-        Ok(Proven {
-            live,
-            record,
-            hashed,
-        })
-    }
-
-    /// The live room a proof lets its member into: the room it was proven in, or the room made
-    /// live from the record it was proven against. `None` when that record is no longer the
-    /// room's (deleted, or deleted and created anew while argon2 ran): the join starts over.
-    pub async fn go_live(
-        &self,
-        room_id: &RoomId,
-        proven: Proven,
-    ) -> Result<Option<Arc<Room>>, Refusal> {
-        if let Some(room) = proven.live {
-            return Ok(Some(room));
-        }
-        if proven.hashed {
-            match self.credentials.fetch(room_id).await {
-                Ok(Some(current)) if current.same_credentials(&proven.record) => {}
-                Ok(_) => return Ok(None),
-                Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
+        let live = match (live, entry) {
+            (Some(room), _) => Some(room),
+            (None, Entry::ProofOnly) => None,
+            (None, Entry::Open) => {
+                // argon2 took a while: the record it was checked against must still be the
+                // room's before the room goes live with it.
+                let current = if hashed {
+                    match credentials.fetch(room_id).await {
+                        Ok(current) => current,
+                        Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
+                    }
+                } else {
+                    Some(record.clone())
+                };
+                current
+                    .filter(|current| current.same_credentials(&record))
+                    .and_then(|current| self.hub.open(room_id, current))
             }
-        }
-        Ok(self.hub.open(room_id, proven.record))
+        };
+        Ok(Proven { live, record })
     }
 
     /// Deletes a room's record, then tears the live room down: members get `room_deleted` and
-    /// close 4410. A record already gone still tears the live room down.
+    /// close 4410. A record already gone still tears the live room down. Takes the room's turn,
+    /// so that no join makes the room live from the record meanwhile.
     pub async fn delete_room(&self, room_id: &RoomId) -> Result<(), StoreError> {
+        let _turn = self.credentials.turn(room_id).await;
         self.credentials.delete(room_id).await?;
         self.lobby.remove(room_id);
         self.hub.delete(room_id);
@@ -484,6 +465,11 @@ impl Application {
         }
         log::info!("draining");
         let drain = async {
+            // No new connections: a client reconnecting after its 1001 would only be upgraded
+            // to hear 1001 again, and hold the drain.
+            for handle in &handles {
+                handle.pause().await;
+            }
             state.stopping.cancel();
             state.sockets.close();
             // One grace period for everything: the sockets' closes, then HTTP requests in flight.

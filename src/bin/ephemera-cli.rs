@@ -183,7 +183,7 @@ async fn main() -> ExitCode {
     match run(&cli).await {
         Ok(code) => ExitCode::from(code),
         Err(Fail(code, reason)) => {
-            eprintln!("ephemera-cli: {reason}");
+            eprintln!("ephemera-cli: {}", terminal::line(&reason));
             ExitCode::from(code)
         }
     }
@@ -512,7 +512,7 @@ async fn interactive(
                 match command(cli, api, &mut rooms, &line, name, password.as_deref(), &tx).await {
                     Ok(true) => break,
                     Ok(false) => {}
-                    Err(message) => println!("! {message}"),
+                    Err(message) => println!("! {}", terminal::line(&message)),
                 }
             }
             Some(event) = events.recv() => {

@@ -44,6 +44,9 @@ const MAX_PARTIAL_FILES: usize = 16;
 const MAX_PARTIAL_FILES_PER_SENDER: usize = 4;
 /// Bytes of files still arriving that a client holds at most.
 const MAX_PARTIAL_BYTES: u64 = 1 << 30;
+/// A file none of whose chunks came for this long is given up, so that files left unfinished
+/// do not keep the places of the next ones.
+const PARTIAL_FILE_IDLE: Duration = Duration::from_secs(60);
 
 /// The plaintext inside an envelope.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +194,8 @@ struct Partial {
     got: u32,
     /// Bytes received so far.
     bytes: u64,
+    /// When its last chunk came.
+    last: std::time::Instant,
 }
 
 struct State {
@@ -777,6 +782,9 @@ fn assemble(
     // name, type, size and count, and memory for files still arriving is bounded.
     let key = (from.clone(), chunk.id.clone());
     if !state.files.contains_key(&key) {
+        state
+            .files
+            .retain(|_, partial| partial.last.elapsed() < PARTIAL_FILE_IDLE);
         let from_sender = state.files.keys().filter(|(f, _)| *f == from).count();
         if from_sender >= MAX_PARTIAL_FILES_PER_SENDER || state.files.len() >= MAX_PARTIAL_FILES {
             return None;
@@ -790,6 +798,7 @@ fn assemble(
                 parts: vec![None; chunk.total as usize],
                 got: 0,
                 bytes: 0,
+                last: std::time::Instant::now(),
             },
         );
     }
@@ -811,6 +820,7 @@ fn assemble(
         *slot = Some(data);
         partial.got += 1;
         partial.bytes += len;
+        partial.last = std::time::Instant::now();
     }
     if (partial.got as usize) < partial.parts.len() {
         return None;

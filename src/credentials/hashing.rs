@@ -170,6 +170,10 @@ impl Hasher {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |argon2| {
+                // A caller that is gone (a client that hung up while its run waited) costs no run.
+                if tx.is_closed() {
+                    return;
+                }
                 let out = job(argon2);
                 // Free before answering: the caller may try again the moment it has its answer.
                 drop(place);

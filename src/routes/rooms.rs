@@ -11,7 +11,8 @@ use crate::{
     credentials::{CreateError, HashError, NewRoom, Secret},
     domain::{AdminPassword, Auth, RoomId, Title},
     protocol::ErrorCode,
-    startup::AppState,
+    ratelimit::Refused,
+    startup::{AppState, Entry},
 };
 
 /// `POST /api/rooms`. `null` counts as omitted for the optional fields.
@@ -25,6 +26,14 @@ struct CreateRequest {
     listed: Option<bool>,
     #[serde(default)]
     title: Option<String>,
+}
+
+/// A refused attempt as HTTP says it: `429` either way, with the wait.
+fn too_many(refused: Refused) -> ApiError {
+    match refused {
+        Refused::Failures(wait) => ApiError::RateLimited(wait),
+        Refused::Busy => ApiError::RateLimited(Duration::from_secs(1)),
+    }
 }
 
 /// Refuses a request a browser sends from a page of another origin (the WebSocket's rule).
@@ -45,9 +54,10 @@ pub async fn create(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let address = AddressKey::of(state.request_ip(&req));
     state
         .limiters
-        .create(AddressKey::of(state.request_ip(&req)))
+        .create(address)
         .map_err(ApiError::RateLimited)?;
     same_origin(&req, &state)?;
     // A form or `text/plain` post needs no CORS preflight: without this, any web page could
@@ -75,6 +85,11 @@ pub async fn create(
         .map(Title::parse)
         .transpose()
         .map_err(|_| ApiError::InvalidTitle)?;
+    // Both secrets are hashed: two of the address's argon2 runs.
+    let _hashing = state
+        .limiters
+        .hashing(address, 2)
+        .ok_or(ApiError::RateLimited(Duration::from_secs(1)))?;
     let new = NewRoom {
         room_id: room_id.clone(),
         auth,
@@ -168,10 +183,10 @@ pub async fn delete(
     let address = AddressKey::of(state.request_ip(&req));
     let room_id = RoomId::parse(&path.into_inner()).ok();
     let mut attempt = state.limiters.attempt(address, room_id.clone());
-    attempt.check().map_err(ApiError::RateLimited)?;
+    attempt.check().map_err(too_many)?;
     let request: DeleteRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
     let Some(room_id) = room_id else {
-        attempt.charge().map_err(ApiError::RateLimited)?;
+        attempt.charge().map_err(too_many)?;
         return Err(ApiError::RoomNotFound);
     };
     let password = AdminPassword::parse(&request.admin_password).ok();
@@ -180,7 +195,7 @@ pub async fn delete(
         password.as_ref().map(AdminPassword::as_bytes),
     )];
     let proven = state
-        .authenticate(&room_id, &secret, &mut attempt)
+        .authenticate(&room_id, &secret, &mut attempt, Entry::ProofOnly)
         .await
         .map_err(|refusal| match refusal.code {
             ErrorCode::RoomNotFound => ApiError::RoomNotFound,

@@ -14,7 +14,10 @@ use futures_util::{future::join, SinkExt as _};
 use serde_json::json;
 
 use crate::{
+    address::AddressKey,
     hub::Outbox,
+    protocol::close,
+    ratelimit::Full,
     session::{self, Ended},
     socket::Inbound,
     startup::AppState,
@@ -148,10 +151,27 @@ pub async fn serve(
     let (outbox, drain) = Outbox::new(state.queue_limits.clone());
     let mut inbound = Inbound::new(read, early, state.config.max_frame_bytes);
     let (lingering, sockets) = (state.lingering.clone(), state.sockets.clone());
+    // The sockets escape the HTTP server's own connection limit once upgraded; these are theirs.
+    // The place is held until the socket is gone, its close and linger included.
+    let place = state.limiters.sockets.open(AddressKey::of(ip));
     // A task of its own, sized for the session alone: the HTTP dispatcher's task, which holds
     // this upgrade (several KiB of parser state), ends here.
     let socket = async move {
-        let session = session::run(state, room_path, ip, &mut inbound, outbox);
+        let mut place = match place {
+            Ok(place) => place,
+            Err(full) => {
+                // Turned away before anything was read: no session, and no linger, so that a
+                // flood of such sockets cannot take the lingering places of others.
+                let reason = match full {
+                    Full::Server => "server busy",
+                    Full::Address => "too many connections from this address",
+                };
+                outbox.close(close::TRY_AGAIN_LATER, reason);
+                drain.write_to(write).await;
+                return;
+            }
+        };
+        let session = session::run(state, room_path, ip, &mut place, &mut inbound, outbox);
         let (ended, ()) = join(session, drain.write_to(write)).await;
         if ended == Ended::ByServer {
             inbound.linger(&lingering).await;

@@ -15,8 +15,9 @@ use bytestring::ByteString;
 pub enum Message {
     /// A whole text message, fragments joined, checked to be UTF-8.
     Text(ByteString),
-    /// A whole binary message; the protocol has no use for one, so its bytes are not kept.
-    Binary,
+    /// A whole binary message, by its length: the protocol has no use for one, so its bytes are
+    /// not kept.
+    Binary(usize),
     Ping(Bytes),
     Pong,
     Close,
@@ -39,6 +40,9 @@ const RSV: u8 = 0x70;
 const MASKED: u8 = 0x80;
 /// RFC 6455 §5.5: a control frame's payload is at most 125 bytes.
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// Fragments one message may come in. Browsers and the usual libraries send a message whole;
+/// without a bound, a stream of empty fragments would never make a message (nor cost one).
+const MAX_FRAGMENTS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -49,7 +53,11 @@ enum Kind {
 /// A fragmented message being put together.
 struct Partial {
     kind: Kind,
+    /// The text so far; a binary message's bytes are not kept.
     bytes: BytesMut,
+    /// Its length so far, kept or not.
+    len: usize,
+    fragments: usize,
 }
 
 /// A frame's header, once enough bytes are there to read it.
@@ -80,6 +88,16 @@ impl Decoder {
             partial: None,
             skipping: 0,
         }
+    }
+
+    /// Sets the bound for the messages to come.
+    pub fn set_limit(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
+    /// Forgets a message being put together: a closing socket only skips frames.
+    pub fn forget_message(&mut self) {
+        self.partial = None;
     }
 
     /// Consumes `buf` keeping nothing, frame by frame, until a close frame: whether one came.
@@ -156,7 +174,10 @@ impl Decoder {
             (Some(_), 1 | 2) => {
                 return Err(Violation::Protocol("new message inside a fragmented one"))
             }
-            (Some(p), _) => p.bytes.len(),
+            (Some(p), _) if p.fragments >= MAX_FRAGMENTS => {
+                return Err(Violation::Protocol("too many fragments"))
+            }
+            (Some(p), _) => p.len,
             (None, _) => 0,
         };
         if h.payload > self.max_message.saturating_sub(so_far) {
@@ -169,7 +190,8 @@ impl Decoder {
     fn frame(&mut self, h: &Header, payload: BytesMut) -> Result<Option<Message>, Violation> {
         let kind = match h.opcode {
             0x8 => return Ok(Some(Message::Close)),
-            0x9 => return Ok(Some(Message::Ping(payload.freeze()))),
+            // Copied: a pong that waits in the outbox must not hold the whole read buffer.
+            0x9 => return Ok(Some(Message::Ping(Bytes::copy_from_slice(&payload)))),
             0xA => return Ok(Some(Message::Pong)),
             0x1 => Kind::Text,
             0x2 => Kind::Binary,
@@ -180,31 +202,42 @@ impl Decoder {
                 if partial.kind == Kind::Text {
                     partial.bytes.extend_from_slice(&payload);
                 }
+                partial.len += payload.len();
+                partial.fragments += 1;
                 if !h.fin {
                     return Ok(None);
                 }
-                let Some(Partial { kind, bytes }) = self.partial.take() else {
+                let Some(Partial {
+                    kind, bytes, len, ..
+                }) = self.partial.take()
+                else {
                     return Ok(None);
                 };
-                return complete(kind, bytes).map(Some);
+                return complete(kind, bytes, len).map(Some);
             }
         };
+        let len = payload.len();
         if h.fin {
-            return complete(kind, payload).map(Some);
+            return complete(kind, payload, len).map(Some);
         }
         let bytes = if kind == Kind::Text {
             payload
         } else {
             BytesMut::new()
         };
-        self.partial = Some(Partial { kind, bytes });
+        self.partial = Some(Partial {
+            kind,
+            bytes,
+            len,
+            fragments: 1,
+        });
         Ok(None)
     }
 }
 
-fn complete(kind: Kind, bytes: BytesMut) -> Result<Message, Violation> {
+fn complete(kind: Kind, bytes: BytesMut, len: usize) -> Result<Message, Violation> {
     match kind {
-        Kind::Binary => Ok(Message::Binary),
+        Kind::Binary => Ok(Message::Binary(len)),
         Kind::Text => ByteString::try_from(bytes.freeze())
             .map(Message::Text)
             .map_err(|_| Violation::InvalidUtf8),
@@ -402,8 +435,26 @@ mod tests {
         let mut bytes = frame(false, 2, &[1; 50], [1; 4]);
         bytes.extend(frame(true, 0, &[2; 50], [1; 4]));
         let mut decoder = Decoder::new(100);
-        assert_eq!(decode_all(&mut decoder, &bytes), vec![Ok(Message::Binary)]);
+        assert_eq!(
+            decode_all(&mut decoder, &bytes),
+            vec![Ok(Message::Binary(100))]
+        );
         assert!(decoder.partial.is_none());
+        // Their total is bounded like text's, though nothing is kept.
+        let mut bytes = frame(false, 2, &[1; 60], [1; 4]);
+        bytes.extend(frame(false, 0, &[2; 60], [1; 4]));
+        let out = decode_all(&mut Decoder::new(100), &bytes);
+        assert_eq!(out, vec![Err(Violation::TooLarge)]);
+    }
+
+    #[test]
+    fn a_message_comes_in_a_bounded_number_of_fragments() {
+        let mut bytes = frame(false, 1, b"", [1; 4]);
+        for _ in 0..MAX_FRAGMENTS {
+            bytes.extend(frame(false, 0, b"", [1; 4]));
+        }
+        let out = decode_all(&mut Decoder::new(100), &bytes);
+        assert_eq!(out, vec![Err(Violation::Protocol("too many fragments"))]);
     }
 
     /// One message of a valid stream, as the test builds it and as the decoder should give it.
@@ -455,7 +506,7 @@ mod tests {
                 Message::Ping(Bytes::from(p.clone())),
             ),
             Sent::Pong => (frame(true, 10, b"bye", mask), Message::Pong),
-            Sent::Binary(n) => (frame(true, 2, &vec![7; *n], mask), Message::Binary),
+            Sent::Binary(n) => (frame(true, 2, &vec![7; *n], mask), Message::Binary(*n)),
         }
     }
 

@@ -18,7 +18,8 @@ use decoder::{Decoder, Message, Violation};
 #[derive(Debug)]
 pub enum Incoming {
     Text(ByteString),
-    Binary,
+    /// A binary message of this length: nothing the protocol takes.
+    Binary(usize),
     Ping(Bytes),
     Pong,
     Close,
@@ -70,7 +71,7 @@ impl Inbound {
                     }
                     return match message {
                         Message::Text(text) => Incoming::Text(text),
-                        Message::Binary => Incoming::Binary,
+                        Message::Binary(len) => Incoming::Binary(len),
                         Message::Ping(payload) => Incoming::Ping(payload),
                         Message::Pong => Incoming::Pong,
                         Message::Close => Incoming::Close,
@@ -87,8 +88,15 @@ impl Inbound {
         }
     }
 
+    /// Sets the size bound for the messages to come: small until the join, whose frame is.
+    pub fn set_limit(&mut self, max_bytes: usize) {
+        self.decoder.set_limit(max_bytes);
+    }
+
     /// Reads what the socket has, at least one byte; `false` at the end of the stream.
     async fn fill(&mut self) -> bool {
+        // Frames that make no message (fragments) come here without passing `next`'s budget.
+        tokio::task::consume_budget().await;
         loop {
             // Idle: wait without a buffer, and allocate one only once bytes have arrived.
             if self.buf.capacity() == 0 && self.io.readable().await.is_err() {
@@ -124,6 +132,7 @@ impl Inbound {
             // Frames are skipped as they pass: a read at a time (and the start of a header) is
             // all a lingering socket holds, whatever it is sent.
             let mut skipping = self.decoder;
+            skipping.forget_message();
             loop {
                 match skipping.discard(&mut self.buf) {
                     Ok(false) => {}

@@ -11,6 +11,9 @@ const MAX_FILE_BYTES = 64 * 1024 * 1024;
 const MAX_PARTIAL_BYTES = 128 * 1024 * 1024;
 const MAX_PARTIAL_FILES = 16;
 const MAX_PARTIAL_FILES_PER_SENDER = 4;
+// A file none of whose chunks came for this long is given up, so that files left unfinished do
+// not keep the places of the next ones.
+const PARTIAL_FILE_IDLE_MS = 60 * 1000;
 const ROOM_ID = /^[A-Za-z0-9_-]{3,64}$/;
 
 /** Builds an element; children are nodes or text, never HTML. */
@@ -393,6 +396,10 @@ class Room {
     if (this.refusedFiles.has(key)) return;
     let entry = this.files.get(key);
     if (!entry) {
+      const now = Date.now();
+      for (const stale of this.files.values()) {
+        if (!stale.done && now - stale.last > PARTIAL_FILE_IDLE_MS) this.dropFile(stale, 'it stopped arriving');
+      }
       const size = Number(file.size);
       const total = Number(file.total);
       const sane = Number.isSafeInteger(size) && size >= 0 && size <= MAX_FILE_BYTES
@@ -409,7 +416,7 @@ class Room {
       const seqs = [];
       const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.meta(f, own, other, seqs), body);
       entry = {
-        from: f.from, node, body, seqs, parts: new Array(total), got: 0, bytes: 0, done: false,
+        from: f.from, node, body, seqs, parts: new Array(total), got: 0, bytes: 0, done: false, last: Date.now(),
         meta: { name: String(file.name), mime: String(file.mime || 'application/octet-stream'), size, total },
       };
       this.files.set(key, entry);
@@ -429,6 +436,7 @@ class Room {
       return;
     }
     entry.parts[index] = data;
+    entry.last = Date.now();
     entry.got += 1;
     entry.bytes += data.length;
     this.partialBytes += data.length;

@@ -557,8 +557,11 @@ async fn received_text_cannot_steer_the_terminal() {
     let app = spawn_app().await;
     let room = keyed_room(&app, false).await;
     let server = app.base.clone();
+    let downloads = tempfile::tempdir().unwrap();
     let mut listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
         .args(["--server", &server, "listen", &room, "--name", "term"])
+        .arg("--download-dir")
+        .arg(downloads.path())
         .env("EPHEMERA_ROOM_KEY", KEY)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -11,7 +11,8 @@ use crate::helpers::*;
 #[tokio::test]
 async fn rooms_answered_201_survive_a_kill_9_in_a_burst_of_creations() {
     let dir = tempfile::tempdir().unwrap();
-    let server = BinaryServer::start(dir.path(), &["--creates-per-ip", "0"]);
+    let flags = ["--creates-per-ip", "0", "--hashes-per-address", "100"];
+    let server = BinaryServer::start(dir.path(), &flags);
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.base);
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -56,7 +57,7 @@ async fn rooms_answered_201_survive_a_kill_9_in_a_burst_of_creations() {
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() < 400, "the kill came after the burst");
 
-    let server = BinaryServer::start(dir.path(), &["--creates-per-ip", "0"]);
+    let server = BinaryServer::start(dir.path(), &flags);
     let base = format!("http://{}", server.base);
     for room_id in &answered {
         let again = http

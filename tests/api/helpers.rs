@@ -351,6 +351,30 @@ impl Ws {
         }
     }
 
+    /// Reads until a `welcome` (code 0) or a close (its code), with the frames before it.
+    pub async fn closed_or_welcome(&mut self) -> (u16, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("a welcome or a close in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    if frame["type"] == "welcome" {
+                        return (0, frames);
+                    }
+                    frames.push(frame);
+                }
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => {
+                    return (u16::from(code), frames)
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}; frames {frames:?}"),
+            }
+        }
+    }
+
     /// Expects an `error` frame with `code` and then a close with `close`.
     pub async fn refused(&mut self, code: &str, close: u16) -> Value {
         let (got, frames) = self.closed().await;

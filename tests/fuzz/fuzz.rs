@@ -307,7 +307,7 @@ async fn a_fuzzed_flood_never_panics_the_server_nor_disturbs_honest_members() {
     let said = honest.await.unwrap();
     let heard = listening.await.unwrap();
     assert_eq!(heard, said, "bob lost or reordered what alice said");
-    assert!(said.len() >= 50, "alice said only {} things", said.len());
+    assert!(said.len() >= 20, "alice said only {} things", said.len());
 
     let closes = closes.lock().unwrap().clone();
     assert!(
