@@ -113,7 +113,7 @@ impl Drop for Connected {
 /// `place` is the socket's place among the server's and its address's, held by the caller until
 /// the socket is gone, linger included.
 pub async fn run(
-    state: AppState,
+    state: Arc<AppState>,
     room_path: String,
     ip: IpAddr,
     place: &mut Socket,
@@ -139,7 +139,15 @@ pub async fn run(
         Ok(room) => room,
         Err(ended) => return ended,
     };
+    drop(room_path);
     place.joined();
+    // The drain closes the members it finds in the hub; one that got in just after is closed
+    // here, since the chat loop does not watch for the drain itself (one future fewer held by
+    // every idle member).
+    if state.stopping.is_cancelled() {
+        state.hub.leave(&room, conn);
+        return shut_down(&outbox);
+    }
     inbound.set_limit(state.config.max_frame_bytes);
     let ended = chat(&state, &room, conn, inbound, &outbox, &mut allowance).await;
     state.hub.leave(&room, conn);
@@ -346,7 +354,6 @@ async fn chat(
         let incoming = tokio::select! {
             biased;
             _ = outbox.closed() => return Ended::ByServer,
-            _ = state.stopping.cancelled() => return shut_down(outbox),
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= idle_after {
                     outbox.close(close::GOING_AWAY, "idle timeout");

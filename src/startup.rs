@@ -85,7 +85,8 @@ pub struct AppState {
     pub queue_limits: Arc<QueueLimits>,
     /// Sockets the server closed, waiting for the client's side (RFC 6455 §7.1.1).
     pub lingering: Lingering,
-    /// Cancelled when the server starts draining: every session closes its socket with 1001.
+    /// Cancelled when the server starts draining: sockets still joining close with 1001 (members
+    /// are closed through the hub).
     pub stopping: CancellationToken,
     /// Every upgraded socket's task, so that the drain can wait for the last one.
     pub sockets: TaskTracker,
@@ -375,7 +376,9 @@ impl Application {
         } else {
             state.config.workers
         };
-        let app_state = state.clone();
+        // One shared copy for every socket: a session holds a pointer, not a clone of the state
+        // (a few hundred bytes per idle member).
+        let app_state = Arc::new(state.clone());
         let metrics_apart = state.config.metrics_bind.is_some();
         let server = Server::build()
             .workers(workers)
@@ -471,6 +474,7 @@ impl Application {
                 handle.pause().await;
             }
             state.stopping.cancel();
+            state.hub.shutdown();
             state.sockets.close();
             // One grace period for everything: the sockets' closes, then HTTP requests in flight.
             let deadline =

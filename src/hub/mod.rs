@@ -260,6 +260,17 @@ impl Hub {
         Ok(())
     }
 
+    /// The server is draining: every member is closed with 1001.
+    pub fn shutdown(&self) {
+        for room in self.snapshot() {
+            for member in room.lock().members.iter() {
+                member
+                    .outbox
+                    .close(close::GOING_AWAY, "server shutting down");
+            }
+        }
+    }
+
     /// Tears a room down: every member gets `room_deleted` and close 4410 at once.
     pub fn delete(&self, id: &RoomId) {
         if let Some(room) = self.live(id) {

@@ -1,4 +1,4 @@
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use actix_codec::{Framed, FramedParts};
 use actix_http::{
@@ -94,7 +94,7 @@ pub type Upgraded = Framed<TcpStream, h1::Codec>;
 /// Every refusal before the upgrade is an HTTP status; every refusal after it is an `error` frame
 /// and a close. The error type is the upgrade service's contract; nothing here returns one.
 pub async fn serve(
-    state: AppState,
+    state: Arc<AppState>,
     req: Request,
     mut framed: Upgraded,
 ) -> Result<(), actix_http::Error> {

@@ -10,6 +10,10 @@ use crate::helpers::*;
 
 const KEY: &str = "a shared room key";
 
+/// How long a test waits for the CLI process: a debug build derives the room key (600,000
+/// PBKDF2 iterations) in seconds, more on a busy machine.
+const CLI_WAIT: Duration = Duration::from_secs(60);
+
 /// A room made the way the CLI makes one: the proof derived from a real room key.
 async fn keyed_room(app: &TestApp, listed: bool) -> String {
     let room_id = crypto::random_key(12);
@@ -23,6 +27,25 @@ async fn keyed_room(app: &TestApp, listed: bool) -> String {
         .await
         .unwrap();
     room_id
+}
+
+/// A line reader over a CLI's standard output.
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// `ephemera-cli listen` in `room` as `name`, with `extra` arguments: the process (killed when
+/// dropped) and the lines it prints.
+fn listen(server: &str, room: &str, name: &str, extra: &[&str]) -> (tokio::process::Child, Lines) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+        .args(["--server", server, "listen", room, "--name", name])
+        .args(extra)
+        .env("EPHEMERA_ROOM_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    (child, lines)
 }
 
 struct Client {
@@ -306,19 +329,8 @@ async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
         "{stdout}"
     );
 
-    let mut listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
-        .args([
-            "--server", &server, "listen", "cli-room", "--name", "listener", "--json",
-        ])
-        .env("EPHEMERA_ROOM_KEY", KEY)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-        listener.stdout.take().unwrap(),
-    ));
-    let first = tokio::time::timeout(WAIT, lines.next_line())
+    let (mut listener, mut lines) = listen(&server, "cli-room", "listener", &["--json"]);
+    let first = tokio::time::timeout(CLI_WAIT, lines.next_line())
         .await
         .unwrap()
         .unwrap()
@@ -338,7 +350,7 @@ async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
         .unwrap();
     assert!(sent.status.success(), "{sent:?}");
     let message = loop {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
+        let line = tokio::time::timeout(CLI_WAIT, lines.next_line())
             .await
             .unwrap()
             .unwrap()
@@ -410,7 +422,7 @@ async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
     .await
     .unwrap();
     admin.kick("listener").unwrap();
-    let status = tokio::time::timeout(WAIT, listener.wait())
+    let status = tokio::time::timeout(CLI_WAIT, listener.wait())
         .await
         .unwrap()
         .unwrap();
@@ -452,7 +464,7 @@ async fn interactive_mode_runs_slash_commands() {
     let mut out =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
     let mut wait_for = async |needle: &str| loop {
-        let line = tokio::time::timeout(WAIT, out.next_line())
+        let line = tokio::time::timeout(CLI_WAIT, out.next_line())
             .await
             .unwrap()
             .unwrap()
@@ -510,7 +522,7 @@ async fn interactive_mode_runs_slash_commands() {
     stdin.write_all(b"/who\n").await.unwrap();
     wait_for("peer").await;
     stdin.write_all(b"/quit\n").await.unwrap();
-    let status = tokio::time::timeout(WAIT, child.wait())
+    let status = tokio::time::timeout(CLI_WAIT, child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -558,24 +570,10 @@ async fn received_text_cannot_steer_the_terminal() {
     let room = keyed_room(&app, false).await;
     let server = app.base.clone();
     let downloads = tempfile::tempdir().unwrap();
-    let mut listener = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
-        .args(["--server", &server, "listen", &room, "--name", "term"])
-        .arg("--download-dir")
-        .arg(downloads.path())
-        .env("EPHEMERA_ROOM_KEY", KEY)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-        listener.stdout.take().unwrap(),
-    ));
+    let folder = downloads.path().to_str().unwrap();
+    let (_listener, mut lines) = listen(&server, &room, "term", &["--download-dir", folder]);
     let mut seen = Vec::new();
-    async fn until(
-        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-        seen: &mut Vec<String>,
-        needle: &str,
-    ) {
+    async fn until(lines: &mut Lines, seen: &mut Vec<String>, needle: &str) {
         loop {
             let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
                 .await

@@ -539,6 +539,16 @@ impl TestApp {
 impl Raw {
     /// Upgrades with extra request headers; panics unless the answer is a 101.
     pub async fn upgrade(addr: &str, room_id: &str, headers: &[(&str, &str)]) -> Self {
+        Self::upgrade_sending(addr, room_id, headers, &[]).await
+    }
+
+    /// Upgrades, sending `early` in the same write as the request, before the 101 is back.
+    pub async fn upgrade_sending(
+        addr: &str,
+        room_id: &str,
+        headers: &[(&str, &str)],
+        early: &[u8],
+    ) -> Self {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
@@ -546,12 +556,14 @@ impl Raw {
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))
             .collect();
-        let request = format!(
+        let mut request = format!(
             "GET /ws/{room_id} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        )
+        .into_bytes();
+        request.extend_from_slice(early);
+        stream.write_all(&request).await.unwrap();
         let mut read = Vec::new();
         let end = loop {
             let mut chunk = [0u8; 1024];

@@ -455,56 +455,24 @@ enum Delivery {
 /// first frame the server sends back.
 async fn raw_join(app: &TestApp, room: &Room, name: &str, delivery: Delivery) -> Value {
     use futures_util::StreamExt as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio_tungstenite::tungstenite::protocol::{
-        frame::{coding::Data, coding::OpCode, Frame},
-        Role,
-    };
+    use tokio::io::AsyncWriteExt as _;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let join = json!({ "type": "join", "auth": room.auth, "name": name }).to_string();
-    let mut frame = Frame::message(join.into_bytes(), OpCode::Data(Data::Text), true);
-    frame.header_mut().mask = Some([0x1f, 0x2e, 0x3d, 0x4c]);
-    let mut frame_bytes = Vec::new();
-    frame.format(&mut frame_bytes).unwrap();
-    let mut request = format!(
-        "GET /ws/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        room.id
-    )
-    .into_bytes();
-    if let Delivery::WithTheRequest = delivery {
-        request.extend_from_slice(&frame_bytes);
-    }
-    stream.write_all(&request).await.unwrap();
-
-    // The 101, then whatever came with it, handed to a WebSocket reader.
-    let mut read = Vec::new();
-    let end = loop {
-        let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the response");
-        read.extend_from_slice(&chunk[..n]);
-        if let Some(i) = read.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
+    let join = text_frame(&json!({ "type": "join", "auth": room.auth, "name": name }).to_string());
+    let early = match delivery {
+        Delivery::WithTheRequest => &join[..],
+        Delivery::ByteByByte => &[][..],
     };
-    assert!(
-        read.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&read)
-    );
+    let mut raw = Raw::upgrade_sending(&app.addr(), &room.id, &[], early).await;
     if let Delivery::ByteByByte = delivery {
-        for byte in frame_bytes {
-            stream.write_all(&[byte]).await.unwrap();
+        for byte in &join {
+            raw.stream.write_all(&[*byte]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
-        stream,
-        read[end..].to_vec(),
+        raw.stream,
+        raw.pending,
         Role::Client,
         None,
     )
