@@ -3,6 +3,9 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY src src
+# The workspace's other members (the client and the load generator): Cargo reads every member's
+# manifest, though only the server is built.
+COPY crates crates
 RUN cargo build --release --locked --bin ephemera
 
 # Runtime stage: the binary, the web client, an unprivileged user.

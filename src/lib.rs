@@ -25,11 +25,9 @@
 //! - [`routes`]: HTTP handlers: rooms, health, metrics, WebSocket upgrade, web client.
 //! - [`ratelimit`]: token buckets.
 //! - [`telemetry`]: Prometheus metrics, logging and the redacting access log.
-//! - [`client`]: the client side (HTTP API, joined rooms, end-to-end crypto) for `ephemera-cli`.
 
 pub mod address;
 pub mod bot;
-pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod domain;

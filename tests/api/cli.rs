@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ephemera::client::{crypto, Api, Ended, Event, RoomClient};
+use ephemera_client::{crypto, Api, Ended, Event, RoomClient};
 use tokio::sync::mpsc;
 
 use crate::helpers::*;
@@ -35,7 +35,7 @@ type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>
 /// `ephemera-cli listen` in `room` as `name`, with `extra` arguments: the process (killed when
 /// dropped) and the lines it prints.
 fn listen(server: &str, room: &str, name: &str, extra: &[&str]) -> (tokio::process::Child, Lines) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+    let mut child = tokio::process::Command::new(cli_exe())
         .args(["--server", server, "listen", room, "--name", name])
         .args(extra)
         .env("EPHEMERA_ROOM_KEY", KEY)
@@ -158,7 +158,7 @@ async fn four_clients_share_messages_dms_and_files() {
         assert_eq!(name, "../../blob.bin");
         assert!(got == data, "the file differs");
         let dir = tempfile::tempdir().unwrap();
-        let saved = ephemera::client::download::save(dir.path(), &name, &got).unwrap();
+        let saved = ephemera_client::download::save(dir.path(), &name, &got).unwrap();
         assert_eq!(saved, dir.path().join("blob.bin"));
     }
 
@@ -290,7 +290,7 @@ async fn a_kick_and_a_delete_end_the_room_for_the_client() {
 
 /// The binary, run without blocking the test's runtime (the server under test shares it).
 fn cli() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"));
+    let mut command = tokio::process::Command::new(cli_exe());
     command
         .env_remove("EPHEMERA_ROOM_KEY")
         .env_remove("EPHEMERA_ADMIN_PASSWORD");
@@ -448,7 +448,7 @@ async fn interactive_mode_runs_slash_commands() {
     let downloads = tempfile::tempdir().unwrap();
     let upload = downloads.path().join("upload.txt");
     std::fs::write(&upload, "file body").unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ephemera-cli"))
+    let mut child = tokio::process::Command::new(cli_exe())
         .args([
             "--server", &app.base, "join", &room, &other, "--name", "term",
         ])

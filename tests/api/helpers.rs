@@ -132,6 +132,25 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+/// The `ephemera-cli` binary of this build. It belongs to another package of the workspace, so
+/// Cargo gives no `CARGO_BIN_EXE_` for it: it sits beside the test binary's folder, built by
+/// `cargo test --workspace` (which `scripts/test` runs).
+pub fn cli_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/api-… → target/<profile>/ephemera-cli
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("ephemera-cli");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p ephemera-client` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// A random proof, as a client would derive from a room key.
 pub fn random_auth() -> String {
     ephemera::domain::encode_b64url(&rand::random::<[u8; 32]>())

@@ -417,7 +417,7 @@ impl RoomClient {
                     size: bytes.len() as u64,
                     index: index as u32,
                     total: total as u32,
-                    data: crate::domain::encode_b64url(chunk),
+                    data: crate::crypto::encode_b64url(chunk),
                 }),
             };
             seqs.push(self.send_sealed(to, plain).await?);

@@ -15,7 +15,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use ephemera::client::{crypto, socket_config, Api};
+use ephemera_client::{crypto, socket_config, Api};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::{net::TcpStream, sync::Semaphore};

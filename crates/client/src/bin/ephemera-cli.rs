@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use ephemera::client::{
+use ephemera_client::{
     crypto, download, terminal, Api, ApiError, Ended, Event, JoinError, RoomClient, SendError,
 };
 use serde_json::json;
