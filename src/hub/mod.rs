@@ -299,3 +299,133 @@ fn announce(room: &Arc<Room>, state: &mut RoomState, notice: &ByteString, except
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::QueueLimits;
+
+    fn record(id_hash: &str, auth_hash: &str) -> RoomRecord {
+        let now = time::OffsetDateTime::now_utc();
+        RoomRecord {
+            id_hash: id_hash.into(),
+            auth_hash: auth_hash.into(),
+            admin_hash: "admin".into(),
+            listed: false,
+            room_id: None,
+            title: None,
+            created_at: now,
+            expires_at: now,
+        }
+    }
+
+    fn hub(max_members: usize) -> Hub {
+        let limits = Limits {
+            max_frame_bytes: 1024,
+            messages_per_10s: 0,
+            bytes_per_10s: 0,
+            max_members,
+        };
+        Hub::new(Metrics::new(), limits)
+    }
+
+    fn entry(hub: &Hub, name: &str, admin: bool) -> (Entry, Outbox) {
+        let limits = Arc::new(QueueLimits {
+            bytes: 1 << 20,
+            frames: 1024,
+            budget: 0,
+            queued: prometheus::IntGauge::new("q", "q").unwrap(),
+            overflows: prometheus::IntCounter::new("o", "o").unwrap(),
+        });
+        let (outbox, _drain) = Outbox::new(limits);
+        let entry = Entry {
+            conn: hub.next_conn(),
+            name: MemberName::parse(name).unwrap(),
+            admin,
+            pubkey: None,
+            session: None,
+            outbox: outbox.clone(),
+        };
+        (entry, outbox)
+    }
+
+    /// A join that raced with the room emptying is told to look the room up again.
+    #[tokio::test]
+    async fn a_join_into_a_room_that_left_the_hub_is_sent_back() {
+        let hub = hub(0);
+        let id = RoomId::parse("room-1").unwrap();
+        let room = hub.open(&id, record("h", "a")).unwrap();
+        let (alice, _) = entry(&hub, "alice", false);
+        let conn = alice.conn;
+        hub.join(&room, alice).unwrap();
+        hub.leave(&room, conn);
+        assert!(hub.live(&id).is_none());
+        let (bob, _) = entry(&hub, "bob", false);
+        assert_eq!(hub.join(&room, bob), Err(Refused::Gone));
+    }
+
+    /// A live room holds the record it was opened with; another creation of its ID is not it.
+    #[tokio::test]
+    async fn a_record_that_is_not_the_live_rooms_does_not_open_it() {
+        let hub = hub(0);
+        let id = RoomId::parse("room-1").unwrap();
+        let room = hub.open(&id, record("h", "a")).unwrap();
+        assert!(hub.open(&id, record("h", "b")).is_none());
+        assert!(Arc::ptr_eq(
+            &room,
+            &hub.open(&id, record("h", "a")).unwrap()
+        ));
+        hub.release(&room);
+        assert!(hub.live(&id).is_none());
+    }
+
+    /// The `members` answer is made once per change of the list and shared until the next.
+    #[tokio::test]
+    async fn the_members_answer_is_shared_until_the_list_changes() {
+        let hub = hub(0);
+        let room = hub
+            .open(&RoomId::parse("room-1").unwrap(), record("h", "a"))
+            .unwrap();
+        let (alice, _) = entry(&hub, "alice", true);
+        hub.join(&room, alice).unwrap();
+        let first = room.members_answer();
+        assert_eq!(first.as_ptr(), room.members_answer().as_ptr());
+        let (bob, _) = entry(&hub, "bob", false);
+        let bob_conn = bob.conn;
+        hub.join(&room, bob).unwrap();
+        let second = room.members_answer();
+        assert_ne!(first.as_ptr(), second.as_ptr());
+        assert!(second.contains("bob"));
+        hub.leave(&room, bob_conn);
+        assert!(!room.members_answer().contains("bob"));
+    }
+
+    /// A full room refuses a newcomer; a kick makes room, closes the target and says so.
+    #[tokio::test]
+    async fn a_full_room_refuses_and_a_kick_makes_room() {
+        let hub = hub(2);
+        let room = hub
+            .open(&RoomId::parse("room-1").unwrap(), record("h", "a"))
+            .unwrap();
+        let (admin, _) = entry(&hub, "admin", true);
+        let admin_conn = admin.conn;
+        hub.join(&room, admin).unwrap();
+        let (bob, bob_outbox) = entry(&hub, "bob", false);
+        hub.join(&room, bob).unwrap();
+        let (carol, _) = entry(&hub, "carol", false);
+        assert_eq!(
+            hub.join(&room, carol),
+            Err(Refused::Code(ErrorCode::RoomFull))
+        );
+        assert_eq!(
+            hub.kick(&room, admin_conn, "nobody"),
+            Err(ErrorCode::NoSuchMember)
+        );
+        hub.kick(&room, admin_conn, "BOB").unwrap();
+        tokio::time::timeout(Duration::from_secs(1), bob_outbox.closed())
+            .await
+            .unwrap();
+        let (carol, _) = entry(&hub, "carol", false);
+        assert!(hub.join(&room, carol).is_ok());
+    }
+}

@@ -5,7 +5,7 @@ use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Mutex, OnceLock},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -25,48 +25,6 @@ use tokio_tungstenite::{
 /// How long a test waits for a frame it expects.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// Crates only the test clients use; their lines describe what the clients sent, not what the
-/// server logged.
-const CLIENT_TARGETS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "reqwest", "hyper"];
-
-/// Every log line any server in this test binary writes, at every level.
-pub fn captured_logs() -> String {
-    LOGS.get_or_init(Default::default).lock().unwrap().clone()
-}
-
-static LOGS: OnceLock<Mutex<String>> = OnceLock::new();
-
-struct CaptureLogger;
-
-impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        let crate_name = record.target().split("::").next().unwrap_or_default();
-        if CLIENT_TARGETS.contains(&crate_name) || crate_name.starts_with("hyper_") {
-            return;
-        }
-        let line = format!("{} {} {}\n", record.level(), record.target(), record.args());
-        LOGS.get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .push_str(&line);
-        if std::env::var_os("TEST_LOG").is_some() {
-            eprint!("{line}");
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        log::set_boxed_logger(Box::new(CaptureLogger)).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
 /// Settings for tests: cheap argon2, one worker, a private data directory.
 pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::defaults();
@@ -80,10 +38,28 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config
 }
 
-pub struct TestApp {
+/// What a client needs to reach a server, in this process or another; the request helpers.
+#[derive(Clone)]
+pub struct Client {
     pub base: String,
     pub ws_base: String,
     pub http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `addr` (`127.0.0.1:PORT`).
+    pub fn new(addr: &str) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// A server in this process; its requests go through the [`Client`] it dereferences to.
+pub struct TestApp {
+    pub client: Client,
     pub state: AppState,
     /// Where `/metrics` is served when it has an address of its own (`--metrics-bind`).
     pub metrics_port: Option<u16>,
@@ -97,7 +73,6 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    capture_logs();
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = test_config(data_dir.path());
     tweak(&mut config);
@@ -121,9 +96,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         let _ = rx.await;
     }));
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        ws_base: format!("ws://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
+        client: Client::new(&format!("127.0.0.1:{port}")),
         state,
         metrics_port,
         data_dir,
@@ -165,7 +138,14 @@ pub struct Room {
     pub auth: String,
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
     pub async fn post_room(&self, body: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}/api/rooms", self.base))
@@ -258,7 +238,9 @@ impl TestApp {
         )
         .await
     }
+}
 
+impl TestApp {
     /// Stops the server and lets go of everything that holds its store open, keeping the data
     /// folder for a server started after it (a restart).
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
@@ -544,7 +526,7 @@ pub struct Raw {
     pub pending: Vec<u8>,
 }
 
-impl TestApp {
+impl Client {
     pub fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
     }
@@ -699,6 +681,11 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_logging(data_dir, extra, "warn,ephemera::startup=info")
+    }
+
+    /// The same, with `RUST_LOG` set to `filter`.
+    pub fn start_logging(data_dir: &std::path::Path, extra: &[&str], filter: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
             .args([
                 "--bind",
@@ -711,7 +698,7 @@ impl BinaryServer {
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn,ephemera::startup=info")
+            .env("RUST_LOG", filter)
             .env_remove("MONGODB_URI")
             .stderr(Stdio::piped())
             .spawn()
@@ -738,6 +725,11 @@ impl BinaryServer {
             base: format!("127.0.0.1:{port}"),
             stderr: kept,
         }
+    }
+
+    /// A client of this server.
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
     }
 
     /// Everything the server wrote to stderr so far.

@@ -420,9 +420,17 @@ async fn reconnect_with_the_session_token_replaces_the_old_socket_quietly() {
 #[tokio::test]
 async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
     let app = spawn_app().await;
+    let verified = || {
+        app.state
+            .metrics
+            .argon2_runs
+            .with_label_values(&["verify"])
+            .get()
+    };
     let room = app.room().await;
     let (_a, _) = app.join(&room, "a").await;
     let (_b, _) = app.join(&room, "b").await;
+    assert_eq!(verified(), 0, "right proofs cost no argon2 run");
     refused_join(
         &app,
         &room.id,
@@ -431,8 +439,10 @@ async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
         4401,
     )
     .await;
+    assert_eq!(verified(), 1, "a wrong proof pays its argon2 run");
     let (_c, w) = app.join_admin(&room, "c").await;
     assert_eq!(w["you"]["admin"], true);
+    assert_eq!(verified(), 1, "nor does the right admin password");
     refused_join(
         &app,
         &room.id,
@@ -441,6 +451,7 @@ async fn joins_into_a_live_room_skip_argon2_but_wrong_proofs_still_fail() {
         4401,
     )
     .await;
+    assert_eq!(verified(), 2);
 }
 
 /// How a hand-made client sends its `join` frame.

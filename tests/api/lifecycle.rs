@@ -148,7 +148,8 @@ async fn the_server_pings_and_drops_a_silent_socket() {
         }
     }
     assert!(pinged);
-    let _ = silent.inner.next().await;
+    // The silent one was closed for its silence.
+    assert_eq!(silent.closed().await.0, 1001);
 }
 
 #[tokio::test]

@@ -232,3 +232,48 @@ async fn a_ping_flood_from_a_member_that_never_reads_is_answered_by_few_pongs() 
         .await;
     assert_eq!(alice.recv_type("message").await["body"], "still here");
 }
+
+/// A `send` split into three fragments, with a ping between two of them and the message split
+/// inside a multi-byte character: the server answers the ping at once (RFC 6455 §5.4 lets control
+/// frames interleave) and relays the message whole.
+#[tokio::test]
+async fn a_fragmented_send_with_a_ping_between_is_relayed_whole() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (mut alice, _) = app.join(&room, "alice").await;
+    let mut raw = app.raw(&room.id).await;
+    raw.join(&room, "fragments").await;
+    alice.recv_type("bot").await;
+    let send =
+        json!({ "type": "send", "txn": "f1", "body": "déjà vu, in three parts" }).to_string();
+    let bytes = send.as_bytes();
+    // Split inside the two bytes of "é": only the whole message must be UTF-8.
+    let cut = send.find('é').unwrap() + 1;
+    let (first, rest) = bytes.split_at(cut);
+    let (second, third) = rest.split_at(5);
+    let mut stream = raw_frame(0x01, first.len() as u64, first);
+    stream.extend(raw_frame(0x00, second.len() as u64, second));
+    stream.extend(raw_frame(0x89, 4, b"tick"));
+    raw.send(&stream).await.unwrap();
+    loop {
+        match raw.next_frame().await {
+            Some(ServerFrame::Pong(payload)) => {
+                assert_eq!(payload, b"tick");
+                break;
+            }
+            Some(ServerFrame::Text(text)) => {
+                assert!(
+                    !text.contains("\"message\""),
+                    "relayed before its end: {text}"
+                );
+            }
+            other => panic!("no pong: {other:?}"),
+        }
+    }
+    raw.send(&raw_frame(0x80, third.len() as u64, third))
+        .await
+        .unwrap();
+    let message = alice.recv_type("message").await;
+    assert_eq!(message["body"], "déjà vu, in three parts");
+    assert_eq!(message["from"], "fragments");
+}
