@@ -36,6 +36,11 @@ impl ProxyPolicy {
     /// nearest this server, which the last proxy wrote) to the left, past every trusted proxy:
     /// the first address that is not one is the client. Everything left of it was written by the
     /// client itself and is ignored, so a client that sends its own header names nobody.
+    /// [`Self::client`] of a request the HTTP app serves.
+    pub fn of_request(&self, req: &actix_web::HttpRequest) -> IpAddr {
+        self.client(req.headers(), req.peer_addr())
+    }
+
     pub fn client(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let Some(peer) = peer.map(|p| p.ip().to_canonical()) else {
             return IpAddr::V6(Ipv6Addr::UNSPECIFIED);

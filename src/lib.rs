@@ -9,23 +9,28 @@
 //! only thing that touches a store.
 //!
 //! - [`config`]: typed settings from flags and environment.
+//! - [`startup`]: wires the store, hub, transport and HTTP server; tests start the server here.
+//! - [`state`]: what every handler and session shares.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C signal.
 //! - [`address`]: the client's address behind trusted proxies, and the key per-address limits
 //!   count it under.
-//! - [`startup`]: builds the store, hub and HTTP server; tests start the server from here.
-//! - [`shutdown`]: the SIGTERM / Ctrl-C signal.
 //! - [`domain`]: `RoomId`, `MemberName`, `Auth`, … parsed at the edge.
 //! - [`protocol`]: the wire frames and the error-code table.
-//! - [`hub`]: live rooms, fan-out, `seq`, teardown; each member's outbound queue.
-//! - [`socket`]: a WebSocket's reading half: frames checked on their header, and the linger
-//!   after the server's own closes.
+//! - [`socket`]: one WebSocket's transport: upgrade, origin policy, frame reader, outbound
+//!   queue and writer, lingering close.
+//! - [`session`]: a socket's join and chat loop.
+//! - [`access`]: proving a room's secrets, and deleting a room.
+//! - [`hub`]: live rooms: membership, fan-out, `seq`, teardown.
+//! - [`bot`]: the server's own voice: the words of its notices, which rooms queue in order.
 //! - [`lobby`]: the listed rooms, in memory, for `GET /api/rooms`.
-//! - [`session`]: one socket's loop.
-//! - [`bot`]: the server's own voice: the words of its notices, which the hub queues in order.
 //! - [`credentials`]: keyed room-ID hashes, argon2id on a bounded pool, the stores.
-//! - [`routes`]: HTTP handlers: rooms, health, metrics, WebSocket upgrade, web client.
-//! - [`ratelimit`]: token buckets.
+//! - [`routes`]: HTTP handlers: rooms, health, metrics, web client.
+//! - [`ratelimit`]: token buckets, failed-attempt allowances, socket places.
 //! - [`telemetry`]: Prometheus metrics, logging and the redacting access log.
+//!
+//! docs/architecture.md tells the same with the flows of a join and a message.
 
+pub mod access;
 pub mod address;
 pub mod bot;
 pub mod config;
@@ -40,6 +45,7 @@ pub mod session;
 pub mod shutdown;
 pub mod socket;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 
 pub use config::Config;

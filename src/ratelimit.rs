@@ -396,7 +396,7 @@ impl Sockets {
     }
 
     /// Counts a new socket, not yet joined, or says why it may not open.
-    pub fn open(self: &Arc<Self>, address: AddressKey) -> Result<Socket, Full> {
+    pub fn open(self: &Arc<Self>, address: AddressKey) -> Result<Place, Full> {
         if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err(Full::Server);
@@ -409,7 +409,7 @@ impl Sockets {
         }
         held.open += 1;
         held.joining += 1;
-        Ok(Socket {
+        Ok(Place {
             sockets: self.clone(),
             address,
             joining: true,
@@ -429,13 +429,13 @@ impl Sockets {
 }
 
 /// One socket's place in [`Sockets`], given back when dropped.
-pub struct Socket {
+pub struct Place {
     sockets: Arc<Sockets>,
     address: AddressKey,
     joining: bool,
 }
 
-impl Socket {
+impl Place {
     /// The socket has joined: it no longer counts as waiting to.
     pub fn joined(&mut self) {
         if std::mem::take(&mut self.joining) {
@@ -446,7 +446,7 @@ impl Socket {
     }
 }
 
-impl Drop for Socket {
+impl Drop for Place {
     fn drop(&mut self) {
         self.joined();
         self.sockets.release(self.address, true);

@@ -1,7 +1,11 @@
-//! One socket's life: wait for `join`, prove it, then relay frames until the socket closes, the
-//! member is removed, or the room goes. The session reads the socket through [`Inbound`]; the
-//! writing half is the member's [`Outbox`], which the hub and the session both feed, and which
-//! its [`Drain`](crate::hub::Drain) writes out beside the session, in the same task.
+//! A socket's session: wait for `join`, prove it, then relay frames until the socket closes, the
+//! member is removed, or the room goes. It sees the socket only through the transport's
+//! interface ([`Opened`]): it reads [`Incoming`] messages and writes to the member's [`Outbox`],
+//! which the room feeds too.
+//!
+//! The join goes one way: the room ID was parsed at the upgrade, [`JoinRequest::parse`] checks
+//! every field of the `join` frame, [`access::prove`] checks the secrets against the record, and
+//! one [`Hub::admit`](crate::hub::Hub::admit) enters the room.
 
 use std::{
     net::IpAddr,
@@ -10,14 +14,15 @@ use std::{
 };
 
 use crate::{
+    access,
     address::AddressKey,
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Entry, Outbox, Refused, Room},
+    hub::{ConnId, Entry, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame},
-    ratelimit::{retry_after_ms, Bucket, Socket},
-    socket::{Inbound, Incoming},
-    startup::{self, AppState},
+    ratelimit::{retry_after_ms, Bucket},
+    socket::{Ended, Handler, Inbound, Incoming, Opened, Outbox},
+    state::AppState,
 };
 
 /// Bad frames in a row after which the socket is closed with 4400.
@@ -35,14 +40,6 @@ fn refuse(outbox: &Outbox, refusal: impl Into<Refusal>) {
     let error = ServerFrame::error(refusal.code, None, refusal.retry_after.map(retry_after_ms));
     let _ = outbox.push(&error.encode());
     outbox.close(refusal.close_code(), refusal.code.as_str());
-}
-
-/// Who ended a socket. The server's own closes are followed by a linger (see
-/// [`Inbound::linger`]); a client that closed or vanished has nothing more to say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    ByClient,
-    ByServer,
 }
 
 /// Ends the socket for a message that cannot be answered with an error.
@@ -109,26 +106,34 @@ impl Drop for Connected {
     }
 }
 
+/// The server's [`Handler`]: runs a session on every upgraded socket.
+#[derive(Clone)]
+pub struct Sessions(pub Arc<AppState>);
+
+impl Handler for Sessions {
+    fn run<'a>(&'a self, socket: Opened<'a>) -> impl std::future::Future<Output = Ended> + 'a {
+        run(&self.0, socket)
+    }
+}
+
 /// Runs one socket from the upgrade to the close; says who closed it.
-/// `place` is the socket's place among the server's and its address's, held by the caller until
-/// the socket is gone, linger included.
-pub async fn run(
-    state: Arc<AppState>,
-    room_path: String,
-    ip: IpAddr,
-    place: &mut Socket,
-    inbound: &mut Inbound,
-    outbox: Outbox,
-) -> Ended {
+async fn run(state: &AppState, socket: Opened<'_>) -> Ended {
+    let Opened {
+        room,
+        ip,
+        place,
+        inbound,
+        outbox,
+    } = socket;
     let _connected = Connected::new(&state.metrics.connections);
     inbound.set_limit(JOIN_FRAME_BYTES.min(state.config.max_frame_bytes));
     let conn = state.hub.next_conn();
-    let mut allowance = Allowance::new(&state);
+    let mut allowance = Allowance::new(state);
     // Boxed: the join's futures (store lookups, argon2) are large and needed once; the chat loop
     // that follows, which a member holds for hours, should not carry their size.
     let joining = Box::pin(await_join(
-        &state,
-        &room_path,
+        state,
+        room.as_ref(),
         ip,
         conn,
         inbound,
@@ -139,24 +144,23 @@ pub async fn run(
         Ok(room) => room,
         Err(ended) => return ended,
     };
-    drop(room_path);
     place.joined();
     // The drain closes the members it finds in the hub; one that got in just after is closed
     // here, since the chat loop does not watch for the drain itself (one future fewer held by
     // every idle member).
     if state.stopping.is_cancelled() {
-        state.hub.leave(&room, conn);
+        room.leave(conn);
         return shut_down(&outbox);
     }
     inbound.set_limit(state.config.max_frame_bytes);
-    let ended = chat(&state, &room, conn, inbound, &outbox, &mut allowance).await;
-    state.hub.leave(&room, conn);
+    let ended = chat(state, &room, conn, inbound, &outbox, &mut allowance).await;
+    room.leave(conn);
     ended
 }
 
 async fn await_join(
     state: &AppState,
-    room_path: &str,
+    room: Option<&RoomId>,
     ip: IpAddr,
     conn: ConnId,
     inbound: &mut Inbound,
@@ -195,7 +199,7 @@ async fn await_join(
                     refuse(outbox, ErrorCode::BadRequest);
                     return Err(Ended::ByServer);
                 };
-                return match admit(state, room_path, ip, conn, join, outbox).await {
+                return match admit(state, room, ip, conn, &join, outbox).await {
                     Ok(room) => Ok(room),
                     Err(refusal) => {
                         refuse(outbox, refusal);
@@ -212,16 +216,72 @@ async fn await_join(
     }
 }
 
-/// Checks a join frame and enters the room.
+/// A `join` frame's fields, each parsed; the secrets stay unchecked until [`access::prove`].
+struct JoinRequest {
+    name: MemberName,
+    pubkey: Option<PublicKey>,
+    session: Option<SessionToken>,
+    /// `None` when malformed: checked like a wrong one, in its turn (after the room), since it
+    /// cannot match.
+    auth: Option<Auth>,
+    /// Present when the joiner claims to be an admin; `None` inside when malformed.
+    admin: Option<Option<AdminPassword>>,
+}
+
+impl JoinRequest {
+    fn parse(join: &JoinFrame<'_>) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            name: MemberName::parse(&join.name).map_err(|_| ErrorCode::InvalidName)?,
+            pubkey: join
+                .pubkey
+                .as_deref()
+                .map(PublicKey::parse)
+                .transpose()
+                .map_err(|_| ErrorCode::InvalidPubkey)?,
+            // A token that cannot be one resumes nothing: the join is a fresh one.
+            session: join
+                .session
+                .as_deref()
+                .and_then(|s| SessionToken::parse(s).ok()),
+            auth: Auth::parse(&join.auth).ok(),
+            admin: join
+                .admin_password
+                .as_deref()
+                .map(|text| AdminPassword::parse(text).ok()),
+        })
+    }
+
+    /// The secrets to prove, in the contract's order.
+    fn secrets(&self) -> Vec<(Secret, Option<&[u8]>)> {
+        let mut secrets = vec![(Secret::Auth, self.auth.as_ref().map(|a| &a.as_bytes()[..]))];
+        if let Some(admin) = &self.admin {
+            secrets.push((Secret::Admin, admin.as_ref().map(AdminPassword::as_bytes)));
+        }
+        secrets
+    }
+
+    fn entry(&self, conn: ConnId, outbox: &Outbox) -> Entry {
+        Entry {
+            conn,
+            name: self.name.clone(),
+            admin: self.admin.is_some(),
+            pubkey: self.pubkey.clone(),
+            session: self.session.clone(),
+            outbox: outbox.clone(),
+        }
+    }
+}
+
+/// Checks a join frame and enters the room; counts the outcome.
 async fn admit(
     state: &AppState,
-    room_path: &str,
+    room: Option<&RoomId>,
     ip: IpAddr,
     conn: ConnId,
-    join: JoinFrame<'_>,
+    join: &JoinFrame<'_>,
     outbox: &Outbox,
 ) -> Result<Arc<Room>, Refusal> {
-    let outcome = admit_inner(state, room_path, ip, conn, &join, outbox).await;
+    let outcome = enter(state, room, ip, conn, join, outbox).await;
     let label = match &outcome {
         Ok(_) => "ok",
         Err(r) => r.code.as_str(),
@@ -230,76 +290,41 @@ async fn admit(
     outcome
 }
 
-async fn admit_inner(
+async fn enter(
     state: &AppState,
-    room_path: &str,
+    room: Option<&RoomId>,
     ip: IpAddr,
     conn: ConnId,
     join: &JoinFrame<'_>,
     outbox: &Outbox,
 ) -> Result<Arc<Room>, Refusal> {
-    let name = MemberName::parse(&join.name).map_err(|_| ErrorCode::InvalidName)?;
-    let pubkey = join
-        .pubkey
-        .as_deref()
-        .map(PublicKey::parse)
-        .transpose()
-        .map_err(|_| ErrorCode::InvalidPubkey)?;
-    let session = join
-        .session
-        .as_deref()
-        .and_then(|s| SessionToken::parse(s).ok());
-    // A malformed secret is checked like a wrong one, in its turn (after the room): it cannot
-    // match.
-    let auth = Auth::parse(&join.auth).ok();
-    let admin = join
-        .admin_password
-        .as_deref()
-        .map(|text| AdminPassword::parse(text).ok());
-    let mut secrets: Vec<(Secret, Option<&[u8]>)> =
-        vec![(Secret::Auth, auth.as_ref().map(|a| &a.as_bytes()[..]))];
-    if let Some(admin) = &admin {
-        secrets.push((Secret::Admin, admin.as_ref().map(AdminPassword::as_bytes)));
-    }
-    let room_id = RoomId::parse(room_path).ok();
-    let mut attempt = state.limiters.attempt(AddressKey::of(ip), room_id.clone());
+    let request = JoinRequest::parse(join)?;
+    let mut attempt = state.limiters.attempt(AddressKey::of(ip), room.cloned());
     attempt.check()?;
-    let Some(room_id) = room_id else {
+    let Some(room_id) = room else {
         // No such room can exist; the probe still counts.
         attempt.charge()?;
         return Err(ErrorCode::RoomNotFound.into());
     };
+    let secrets = request.secrets();
+    let entry = request.entry(conn, outbox);
     for _ in 0..JOIN_RETRIES {
-        let proven = state
-            .authenticate(&room_id, &secrets, &mut attempt, startup::Entry::Open)
-            .await?;
-        let Some(room) = proven.live else {
-            continue;
-        };
-        let entry = Entry {
-            conn,
-            name: name.clone(),
-            admin: admin.is_some(),
-            pubkey: pubkey.clone(),
-            session: session.clone(),
-            outbox: outbox.clone(),
-        };
-        match state.hub.join(&room, entry) {
-            Ok(_) => {
+        let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
+        match state.hub.admit(room_id, &proven, &entry) {
+            Ok(room) => {
+                // The room is live: a delete may take the turn now.
+                drop(proven);
                 if room.due_for_extension() {
                     state.credentials.extend(&room.record.id_hash);
                     if room.record.listed {
                         let until = time::OffsetDateTime::now_utc() + state.config.room_ttl();
-                        state.lobby.extend(&room_id, until);
+                        state.lobby.extend(room_id, until);
                     }
                 }
                 return Ok(room);
             }
             Err(Refused::Gone) => continue,
-            Err(Refused::Code(code)) => {
-                state.hub.release(&room);
-                return Err(code.into());
-            }
+            Err(Refused::Code(code)) => return Err(code.into()),
         }
     }
     Err(ErrorCode::StoreUnavailable.into())
@@ -470,13 +495,12 @@ async fn handle(
         ClientFrame::Typing { active } => room.typing(conn, *active),
         ClientFrame::Read { seq } => room.read(conn, *seq),
         ClientFrame::Unsend { seq } => room.unsend(conn, *seq)?,
-        ClientFrame::Kick { name } => state.hub.kick(room, conn, name)?,
+        ClientFrame::Kick { name } => room.kick(conn, name)?,
         ClientFrame::DeleteRoom => {
             if !room.is_admin(conn) {
                 return Err(ErrorCode::Forbidden);
             }
-            state
-                .delete_room(&room.id)
+            access::delete_room(state, &room.id, None)
                 .await
                 .map_err(|_| ErrorCode::StoreUnavailable)?;
         }

@@ -1,33 +1,27 @@
-//! Builds the application from a [`Config`]: the store, the hub, the HTTP server on a listener
-//! (port 0 works, and [`Application::port`] tells which one it got), and the drain on shutdown.
+//! Wires the application from a [`Config`]: the store, the hub, the transport, the HTTP server on
+//! a listener (port 0 works, and [`Application::port`] tells which one it got), and the drain on
+//! shutdown. Nothing here is called once the server runs, except the drain.
 
-use std::{
-    future::Future,
-    net::{IpAddr, SocketAddr, TcpListener},
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_http::{header::HeaderMap, HttpService};
+use actix_http::HttpService;
 use actix_server::Server;
 use actix_service::{fn_factory, fn_service, map_config};
-use actix_web::{dev::AppConfig, middleware::DefaultHeaders, web, App, HttpRequest};
+use actix_web::{dev::AppConfig, middleware::DefaultHeaders, web, App};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     address::ProxyPolicy,
     config::Config,
-    credentials::{
-        Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomRecord, RoomStore, Secret,
-        StoreError,
-    },
-    domain::RoomId,
-    hub::{Hub, QueueLimits, Room},
+    credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
+    hub::Hub,
     lobby::Lobby,
-    protocol::{ErrorCode, Limits, Refusal},
-    ratelimit::{Attempt, Limiters},
-    routes::{self, OriginPolicy},
-    socket::Lingering,
+    protocol::Limits,
+    ratelimit::Limiters,
+    routes,
+    session::Sessions,
+    socket::{self, Lingering, OriginPolicy, QueueLimits, Transport},
+    state::AppState,
     telemetry::{self, Metrics},
 };
 
@@ -37,28 +31,9 @@ use crate::{
 const HTTP_DRAIN: u64 = 1;
 
 /// How many closed sockets may wait for their client's close at once (see
-/// [`crate::socket::Inbound::linger`]): each holds a descriptor and one read's buffer for at most
+/// [`socket::Inbound::linger`]): each holds a descriptor and one read's buffer for at most
 /// two seconds, and past this a socket is dropped at once, as if it had not lingered.
 const MAX_LINGERING: usize = 1024;
-
-/// A strict policy: only this origin's own files, no inline script, never framed. `blob:` lets
-/// the web client show media it decrypted itself.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
-media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-frame-ancestors 'none'";
-
-/// Sent with every response, including the WebSocket upgrade's refusals.
-pub const SECURITY_HEADERS: [(&str, &str); 5] = [
-    ("content-security-policy", CSP),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-    ("x-frame-options", "DENY"),
-    ("cross-origin-opener-policy", "same-origin"),
-];
-
-/// Sent too when the public URL is `https`: browsers then never reach the server over plain HTTP,
-/// where a network attacker could serve them another web client.
-const HSTS: (&str, &str) = ("strict-transport-security", "max-age=31536000");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -68,166 +43,6 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("invalid argon2 settings: {0}")]
     Hash(#[from] crate::credentials::HashError),
-}
-
-/// What every handler and session shares. Cloning copies a few `Arc`s.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub hub: Arc<Hub>,
-    pub credentials: Credentials,
-    pub limiters: Arc<Limiters>,
-    pub metrics: Metrics,
-    pub origins: Arc<OriginPolicy>,
-    pub proxies: Arc<ProxyPolicy>,
-    pub lobby: Arc<Lobby>,
-    /// What every member's outbound queue is held to.
-    pub queue_limits: Arc<QueueLimits>,
-    /// Sockets the server closed, waiting for the client's side (RFC 6455 §7.1.1).
-    pub lingering: Lingering,
-    /// Cancelled when the server starts draining: sockets still joining close with 1001 (members
-    /// are closed through the hub).
-    pub stopping: CancellationToken,
-    /// Every upgraded socket's task, so that the drain can wait for the last one.
-    pub sockets: TaskTracker,
-}
-
-/// Credentials proven against a room's record.
-pub struct Proven {
-    /// The live room they were proven in; with [`Entry::Open`], the room made live from the
-    /// record, and `None` when that record is no longer the room's (deleted, or deleted and
-    /// created anew while argon2 ran): a join then starts over.
-    pub live: Option<Arc<Room>>,
-    pub record: RoomRecord,
-}
-
-/// What a proof is for: a join enters the room, making it live; a delete only needs the proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    Open,
-    ProofOnly,
-}
-
-impl AppState {
-    /// Checks `secrets` against the room's record (a `None` secret is malformed and cannot
-    /// match), in the contract's order: the room (4404), then each secret (4401).
-    ///
-    /// A live room whose record has accepted these secrets before costs an HMAC each. Anything
-    /// slower (a store lookup, argon2) takes the room's turn and is charged to `attempt` first,
-    /// then given back if the secrets are right: a burst of wrong guesses is refused from the
-    /// first one past the allowance, before its work. A room a join opens goes live inside that
-    /// turn, which a delete takes too: a delete cannot slip between the proof and the opening.
-    pub async fn authenticate(
-        &self,
-        room_id: &RoomId,
-        secrets: &[(Secret, Option<&[u8]>)],
-        attempt: &mut Attempt<'_>,
-        entry: Entry,
-    ) -> Result<Proven, Refusal> {
-        let credentials = &self.credentials;
-        let known = |record: &RoomRecord| {
-            secrets
-                .iter()
-                .all(|(which, s)| s.is_some_and(|s| credentials.knows(record, *which, s)))
-        };
-        if let Some(room) = self.hub.live(room_id) {
-            if known(&room.record) {
-                let record = room.record.clone();
-                return Ok(Proven {
-                    live: Some(room),
-                    record,
-                });
-            }
-        }
-        let _turn = credentials.turn(room_id).await;
-        let live = self.hub.live(room_id);
-        let record = match &live {
-            Some(room) => room.record.clone(),
-            None => {
-                attempt.charge()?;
-                match credentials.fetch(room_id).await {
-                    Ok(Some(record)) => record,
-                    Ok(None) => return Err(ErrorCode::RoomNotFound.into()),
-                    Err(_) => {
-                        attempt.refund();
-                        return Err(ErrorCode::StoreUnavailable.into());
-                    }
-                }
-            }
-        };
-        let mut hashed = false;
-        for &(which, secret) in secrets {
-            let Some(secret) = secret else {
-                attempt.charge()?;
-                return Err(ErrorCode::InvalidCredentials.into());
-            };
-            if credentials.knows(&record, which, secret) {
-                continue;
-            }
-            attempt.before_hashing()?;
-            hashed = true;
-            match credentials.verify(&record, which, secret).await {
-                Ok(true) => {}
-                Ok(false) => return Err(ErrorCode::InvalidCredentials.into()),
-                Err(_) => {
-                    attempt.refund();
-                    return Err(Refusal::busy());
-                }
-            }
-        }
-        attempt.refund();
-        let live = match (live, entry) {
-            (Some(room), _) => Some(room),
-            (None, Entry::ProofOnly) => None,
-            (None, Entry::Open) => {
-                // argon2 took a while: the record it was checked against must still be the
-                // room's before the room goes live with it.
-                let current = if hashed {
-                    match credentials.fetch(room_id).await {
-                        Ok(current) => current,
-                        Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
-                    }
-                } else {
-                    Some(record.clone())
-                };
-                current
-                    .filter(|current| current.same_credentials(&record))
-                    .and_then(|current| self.hub.open(room_id, current))
-            }
-        };
-        Ok(Proven { live, record })
-    }
-
-    /// Deletes a room's record, then tears the live room down: members get `room_deleted` and
-    /// close 4410. A record already gone still tears the live room down. Takes the room's turn,
-    /// so that no join makes the room live from the record meanwhile.
-    pub async fn delete_room(&self, room_id: &RoomId) -> Result<(), StoreError> {
-        let _turn = self.credentials.turn(room_id).await;
-        self.credentials.delete(room_id).await?;
-        self.lobby.remove(room_id);
-        self.hub.delete(room_id);
-        Ok(())
-    }
-
-    /// The headers every response carries: [`SECURITY_HEADERS`], and HSTS behind HTTPS.
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
-        let https = self
-            .config
-            .public_url
-            .as_deref()
-            .is_some_and(|url| url.trim().to_ascii_lowercase().starts_with("https://"));
-        SECURITY_HEADERS.into_iter().chain(https.then_some(HSTS))
-    }
-
-    /// The client's address: the peer's, or the one a trusted proxy names.
-    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
-        self.proxies.client(headers, peer)
-    }
-
-    /// [`Self::client_ip`] of a request the app serves.
-    pub fn request_ip(&self, req: &HttpRequest) -> IpAddr {
-        self.client_ip(req.headers(), req.peer_addr())
-    }
 }
 
 /// The accept queue's length. A join storm opens hundreds of connections at once; with std's
@@ -282,7 +97,7 @@ pub struct Application {
 fn serve_metrics(state: &AppState, listener: TcpListener) -> std::io::Result<(u16, Server)> {
     let port = listener.local_addr()?.port();
     let data = web::Data::new(state.clone());
-    let headers: Vec<_> = state.headers().collect();
+    let headers = state.transport.headers.clone();
     let server = actix_web::HttpServer::new(move || {
         App::new()
             .wrap(
@@ -347,12 +162,8 @@ impl Application {
         });
         let lobby = Arc::new(Lobby::new());
         fill_lobby(&lobby, &credentials).await;
-        let state = AppState {
-            lobby,
-            hub: Arc::new(Hub::new(metrics.clone(), limits)),
-            credentials,
-            limiters: Arc::new(Limiters::new(&config)),
-            metrics,
+        let limiters = Arc::new(Limiters::new(&config));
+        let transport = Arc::new(Transport {
             origins: Arc::new(OriginPolicy::new(
                 config.public_url.as_deref(),
                 &config.allowed_origins,
@@ -361,10 +172,21 @@ impl Application {
                 config.trusted_proxies.clone(),
                 config.proxy_header,
             )),
+            places: limiters.sockets.clone(),
             queue_limits,
             lingering: Lingering::new(MAX_LINGERING),
+            tracker: TaskTracker::new(),
+            max_frame_bytes: config.max_frame_bytes,
+            headers: routes::response_headers(config.public_url.as_deref()),
+        });
+        let state = AppState {
+            lobby,
+            hub: Arc::new(Hub::new(metrics.clone(), limits)),
+            credentials,
+            limiters,
+            metrics,
+            transport,
             stopping: CancellationToken::new(),
-            sockets: TaskTracker::new(),
             config: Arc::new(config),
         };
         spawn_housekeeping(&state);
@@ -378,7 +200,8 @@ impl Application {
         };
         // One shared copy for every socket: a session holds a pointer, not a clone of the state
         // (a few hundred bytes per idle member).
-        let app_state = Arc::new(state.clone());
+        let sessions = Sessions(Arc::new(state.clone()));
+        let transport = state.transport.clone();
         let metrics_apart = state.config.metrics_bind.is_some();
         let server = Server::build()
             .workers(workers)
@@ -389,23 +212,24 @@ impl Application {
                 let static_dir = static_dir.clone();
                 let app = App::new()
                     .wrap(
-                        app_state
-                            .headers()
-                            .fold(DefaultHeaders::new(), |h, pair| h.add(pair)),
+                        transport
+                            .headers
+                            .iter()
+                            .fold(DefaultHeaders::new(), |h, &pair| h.add(pair)),
                     )
                     .wrap(telemetry::access_log())
                     .app_data(data)
                     .configure(|cfg| routes::configure(cfg, &static_dir, !metrics_apart));
-                let state = app_state.clone();
+                let (transport, sessions) = (transport.clone(), sessions.clone());
                 HttpService::build()
                     // Chat frames are small and latency matters more than packet count.
                     .tcp_nodelay(true)
-                    // WebSocket upgrades leave the app: the socket becomes the session's.
+                    // WebSocket upgrades leave the app: the socket becomes a session's.
                     .upgrade(fn_factory(move || {
-                        let state = state.clone();
+                        let (transport, sessions) = (transport.clone(), sessions.clone());
                         async move {
                             Ok::<_, ()>(fn_service(move |(req, framed)| {
-                                routes::serve_websocket(state.clone(), req, framed)
+                                socket::serve(transport.clone(), sessions.clone(), req, framed)
                             }))
                         }
                     }))
@@ -475,17 +299,18 @@ impl Application {
             }
             state.stopping.cancel();
             state.hub.shutdown();
-            state.sockets.close();
+            let sockets = &state.transport.tracker;
+            sockets.close();
             // One grace period for everything: the sockets' closes, then HTTP requests in flight.
             let deadline =
                 tokio::time::Instant::now() + Duration::from_secs(state.config.shutdown_grace_secs);
-            if tokio::time::timeout_at(deadline, state.sockets.wait())
+            if tokio::time::timeout_at(deadline, sockets.wait())
                 .await
                 .is_err()
             {
                 log::warn!(
                     "{} sockets still open after the grace period",
-                    state.sockets.len()
+                    sockets.len()
                 );
             }
             // Then HTTP: the servers' own shutdown timeout (HTTP_DRAIN) bounds the requests in

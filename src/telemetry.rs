@@ -141,7 +141,7 @@ pub fn access_log() -> actix_web::middleware::Logger {
 }
 
 /// The access log's line for a request that asked for `Upgrade: websocket`: such requests leave
-/// the app (see `routes::ws::serve`), so [`access_log`] never sees them. Same format, the route
+/// the app (see [`crate::socket::serve`]), so [`access_log`] never sees them. Same format, the route
 /// pattern standing for the path.
 pub fn upgrade_log(
     req: &actix_http::Request,

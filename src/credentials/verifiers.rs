@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use moka::sync::Cache;
 use subtle::ConstantTimeEq;
 
 /// The two secrets a room has.
@@ -13,20 +14,21 @@ pub enum Secret {
 /// Keyed digests (see [`super::Pepper::verifier`]) of secrets argon2 has accepted, by room ID
 /// hash, in memory only. Every member of a room presents the same proof, so once argon2 has said
 /// yes, the next member costs an HMAC instead of an argon2 run; a wrong proof still pays argon2.
-/// Bounded: when full, it starts over (the cost is one argon2 run per room again).
+/// Bounded per room: past the capacity, moka evicts the rooms least likely to be joined again
+/// (the cost of an evicted room is one argon2 run at its next join).
 pub struct Verifiers {
-    digests: DashMap<String, [Option<[u8; 32]>; 2]>,
-    capacity: usize,
+    digests: Cache<String, [Option<[u8; 32]>; 2]>,
     /// One verification per room at a time: a crowd arriving at a cold room waits for the first
-    /// argon2 run and then finds its digest, instead of each member paying for its own.
+    /// argon2 run and then finds its digest, instead of each member paying for its own. Held
+    /// for one check (a store read, argon2) or, with a delete, for the store's delete; an entry
+    /// lives while someone holds or waits for it.
     gates: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Verifiers {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: u64) -> Self {
         Self {
-            digests: DashMap::new(),
-            capacity,
+            digests: Cache::new(capacity),
             gates: DashMap::new(),
         }
     }
@@ -38,14 +40,15 @@ impl Verifiers {
     }
 
     pub fn remember(&self, id_hash: &str, which: Secret, digest: [u8; 32]) {
-        if self.digests.len() >= self.capacity && !self.digests.contains_key(id_hash) {
-            self.digests.clear();
-        }
-        self.digests.entry(id_hash.to_owned()).or_default()[which as usize] = Some(digest);
+        self.digests.entry_by_ref(id_hash).and_upsert_with(|known| {
+            let mut slots = known.map(|e| e.into_value()).unwrap_or_default();
+            slots[which as usize] = Some(digest);
+            slots
+        });
     }
 
     pub fn forget(&self, id_hash: &str) {
-        self.digests.remove(id_hash);
+        self.digests.invalidate(id_hash);
     }
 
     /// The gate of a room, held while its secrets are checked the slow way.
@@ -72,10 +75,14 @@ mod tests {
         assert!(v.knows("a", Secret::Auth, &[1; 32]));
         assert!(!v.knows("a", Secret::Admin, &[1; 32]));
         assert!(!v.knows("a", Secret::Auth, &[2; 32]));
-        v.remember("b", Secret::Admin, [3; 32]);
+        v.remember("a", Secret::Admin, [5; 32]);
+        assert!(v.knows("a", Secret::Auth, &[1; 32]) && v.knows("a", Secret::Admin, &[5; 32]));
+        for room in 0..100 {
+            v.remember(&format!("r{room}"), Secret::Auth, [3; 32]);
+        }
         v.remember("c", Secret::Auth, [4; 32]);
-        assert!(v.digests.len() <= 2);
-        assert!(v.knows("c", Secret::Auth, &[4; 32]));
+        v.digests.run_pending_tasks();
+        assert!(v.digests.entry_count() <= 2, "{}", v.digests.entry_count());
         v.forget("c");
         assert!(!v.knows("c", Secret::Auth, &[4; 32]));
     }

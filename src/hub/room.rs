@@ -2,23 +2,35 @@
 //!
 //! All of it sits behind one mutex. A broadcast takes it once, assigns the `seq`, serialises the
 //! frame once and pushes the shared bytes to every member's queue, so every member sees the
-//! room's frames in one order. No `.await` happens while it is held.
+//! room's frames in one order. No `.await` happens while it is held. Membership (join, leave,
+//! kick, delete) and messages both live here; a room that empties takes itself out of the hub's
+//! map ([`Room::close_if_empty`]) before it lets go of its lock.
 
 use std::{
     collections::VecDeque,
-    sync::{Mutex, MutexGuard},
-    time::Instant,
+    sync::{Arc, Mutex, MutexGuard, Weak},
+    time::{Duration, Instant},
 };
 
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
-use super::outbox::Outbox;
+use super::{Entry, Refused, Registry};
 use crate::{
+    bot,
     credentials::RoomRecord,
     domain::{MemberName, PublicKey, RoomId, SessionToken},
-    protocol::{now_ms, ErrorCode, MemberView, ServerFrame},
+    protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame},
+    socket::Outbox,
 };
+
+/// How long the bot's join, leave and kick notices may wait in the members' queues. A crowd
+/// arriving costs every member a notice per newcomer, and one write per notice was most of the
+/// server's and the clients' work in a ramp; held this long, the notices of a burst go out
+/// together, with the member's next frame or at the end of the hold. People do not notice 50 ms
+/// on a presence notice, and a queue never reorders: a newcomer's join notice still comes before
+/// anything the newcomer says.
+const NOTICE_HOLD: Duration = Duration::from_millis(50);
 
 /// How many recent `seq` numbers a room remembers the sender of, for `unsend`.
 pub const SEQ_MEMORY: usize = 10_000;
@@ -28,11 +40,12 @@ pub const SEQ_MEMORY: usize = 10_000;
 pub struct ConnId(pub u64);
 
 /// A member's identity across reconnects: a socket replaced with the `session` token keeps it,
-/// so the member can still unsend what it sent before the blip.
+/// so the member can still unsend what it sent before the blip. It is the [`ConnId`] of the
+/// member's first socket, which no other socket ever has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberId(pub u64);
 
-pub(super) struct Member {
+struct Member {
     pub id: MemberId,
     pub conn: ConnId,
     pub name: MemberName,
@@ -61,27 +74,27 @@ struct Sent {
 }
 
 pub(super) struct RoomState {
-    pub members: Vec<Member>,
+    members: Vec<Member>,
     next_seq: u64,
     /// `sent[i]` is `seq` number `first_seq + i`; `None` once unsent.
     sent: VecDeque<Option<Sent>>,
     first_seq: u64,
     /// Set when the room leaves the hub (emptied or deleted); a join that raced with that
     /// must look the room up again.
-    pub closed: bool,
+    closed: bool,
     /// Set while bot notices wait in members' queues for [`Room::flush_notices`].
-    pub notices_due: bool,
+    notices_due: bool,
     /// The `members` answer, serialised once per change of the list and shared by every asker:
     /// in a room of 1000 it is about 160 KB, and an 18-byte request must not cost that much work.
     members_frame: Option<ByteString>,
 }
 
 impl RoomState {
-    pub fn member(&self, conn: ConnId) -> Option<&Member> {
+    fn member(&self, conn: ConnId) -> Option<&Member> {
         self.members.iter().find(|m| m.conn == conn)
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Member> {
+    fn by_key(&self, key: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.name.key() == key)
     }
 
@@ -89,12 +102,12 @@ impl RoomState {
         self.members.iter().find(|m| m.id == id)
     }
 
-    pub fn views(&self) -> Vec<MemberView<'_>> {
+    fn views(&self) -> Vec<MemberView<'_>> {
         self.members.iter().map(Member::view).collect()
     }
 
     /// Every change of `members` (who is in, their names, keys or admin status) calls this.
-    pub fn roster_changed(&mut self) {
+    fn roster_changed(&mut self) {
         self.members_frame = None;
     }
 
@@ -111,7 +124,7 @@ impl RoomState {
     }
 
     /// Pushes one frame to every member but `except`; returns how many got it.
-    pub fn deliver(&self, frame: &ByteString, except: Option<ConnId>) -> usize {
+    fn deliver(&self, frame: &ByteString, except: Option<ConnId>) -> usize {
         self.members
             .iter()
             .filter(|m| Some(m.conn) != except)
@@ -121,7 +134,7 @@ impl RoomState {
 
     /// Queues one frame for every member but `except` without waking their writers; see
     /// [`Room::flush_notices`].
-    pub fn deliver_held(&self, frame: &ByteString, except: Option<ConnId>) {
+    fn deliver_held(&self, frame: &ByteString, except: Option<ConnId>) {
         for member in self.members.iter().filter(|m| Some(m.conn) != except) {
             let _ = member.outbox.push_held(frame);
         }
@@ -155,16 +168,26 @@ pub struct Room {
     /// The credentials as they were when the room went live: joins into a live room need no
     /// store round trip, and keep working while the store is down.
     pub record: RoomRecord,
+    limits: Limits,
+    /// The hub's map, which the room leaves when it empties.
+    registry: Weak<Registry>,
     /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`].
     extended: Mutex<Option<Instant>>,
     state: Mutex<RoomState>,
 }
 
 impl Room {
-    pub(super) fn new(id: RoomId, record: RoomRecord) -> Self {
+    pub(super) fn new(
+        id: RoomId,
+        record: RoomRecord,
+        limits: Limits,
+        registry: Weak<Registry>,
+    ) -> Self {
         Self {
             id,
             record,
+            limits,
+            registry,
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
                 members: Vec::new(),
@@ -186,6 +209,172 @@ impl Room {
 
     pub fn member_count(&self) -> usize {
         self.lock().members.len()
+    }
+
+    /// Adds a member, or quietly moves a member to a new socket when `session` matches its
+    /// latest token. The `welcome` is queued before the lock is released, so it precedes every
+    /// room frame the newcomer gets.
+    pub(super) fn join(self: &Arc<Self>, entry: &Entry) -> Result<MemberId, Refused> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Refused::Gone);
+        }
+        let token = SessionToken::random();
+        let existing = state
+            .members
+            .iter()
+            .position(|m| m.name.key() == entry.name.key());
+        let (index, fresh) = match existing {
+            Some(i) => {
+                let resumes = entry
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| *s == state.members[i].token);
+                if !resumes {
+                    return Err(Refused::Code(ErrorCode::NameTaken));
+                }
+                let old = &mut state.members[i];
+                let replaced = std::mem::replace(&mut old.outbox, entry.outbox.clone());
+                let _ = replaced
+                    .push(&ServerFrame::error(ErrorCode::SessionReplaced, None, None).encode());
+                replaced.close(ErrorCode::SessionReplaced.close_code(), "session replaced");
+                old.conn = entry.conn;
+                old.name = entry.name.clone();
+                old.admin = entry.admin;
+                old.pubkey = entry.pubkey.clone();
+                old.token = token.clone();
+                state.roster_changed();
+                (i, false)
+            }
+            None => {
+                let max = self.limits.max_members;
+                if max > 0 && state.members.len() >= max {
+                    return Err(Refused::Code(ErrorCode::RoomFull));
+                }
+                state.members.push(Member {
+                    id: MemberId(entry.conn.0),
+                    conn: entry.conn,
+                    name: entry.name.clone(),
+                    admin: entry.admin,
+                    pubkey: entry.pubkey.clone(),
+                    token: token.clone(),
+                    outbox: entry.outbox.clone(),
+                });
+                state.roster_changed();
+                (state.members.len() - 1, true)
+            }
+        };
+        let views = state.views();
+        let me = &state.members[index];
+        let (id, conn) = (me.id, me.conn);
+        let welcome = ServerFrame::Welcome {
+            room_id: self.id.as_ref(),
+            you: me.view(),
+            members: &views,
+            session: &token.encode(),
+            limits: self.limits,
+        }
+        .encode();
+        let _ = me.outbox.push(&welcome);
+        if fresh {
+            let count = state.members.len();
+            let _ = me.outbox.push(&bot::greeting(me.name.as_ref(), count));
+            let notice = bot::joined(me.view(), count);
+            drop(views);
+            self.announce(&mut state, &notice, Some(conn));
+        }
+        Ok(id)
+    }
+
+    /// A socket has closed: its member leaves (unless it was already removed, by a kick, a
+    /// delete or a reconnect), and an emptied room leaves the hub.
+    pub fn leave(self: &Arc<Self>, conn: ConnId) {
+        let mut state = self.lock();
+        let Some(index) = state.members.iter().position(|m| m.conn == conn) else {
+            return;
+        };
+        let gone = state.members.remove(index);
+        state.roster_changed();
+        let notice = bot::left(gone.name.as_ref(), state.members.len());
+        self.announce(&mut state, &notice, None);
+        self.close_if_empty(&mut state);
+    }
+
+    /// `kick`: admins only. The target gets `kicked` and close 4403; the others hear it from
+    /// the bot, with no separate `leave`.
+    pub fn kick(self: &Arc<Self>, by: ConnId, target: &str) -> Result<(), ErrorCode> {
+        let mut state = self.lock();
+        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
+        if !admin.admin {
+            return Err(ErrorCode::Forbidden);
+        }
+        let by_name = admin.name.as_ref().to_owned();
+        let key = MemberName::parse(target).map_err(|_| ErrorCode::NoSuchMember)?;
+        let index = state
+            .members
+            .iter()
+            .position(|m| m.name.key() == key.key())
+            .ok_or(ErrorCode::NoSuchMember)?;
+        let gone = state.members.remove(index);
+        state.roster_changed();
+        let _ = gone
+            .outbox
+            .push(&ServerFrame::Kicked { by: &by_name }.encode());
+        gone.outbox.close(close::KICKED, "kicked");
+        let notice = bot::kicked(gone.name.as_ref(), &by_name, state.members.len());
+        self.announce(&mut state, &notice, None);
+        self.close_if_empty(&mut state);
+        Ok(())
+    }
+
+    /// The one way a room ends without a delete: once its last member is gone (or a join that
+    /// made it live was refused), it is closed and leaves the hub's map, under its own lock, so
+    /// a join that finds it afterwards is told to look again ([`Refused::Gone`]).
+    pub(super) fn close_if_empty(&self, state: &mut RoomState) {
+        if state.members.is_empty() && !std::mem::replace(&mut state.closed, true) {
+            if let Some(registry) = self.registry.upgrade() {
+                registry.forget(self);
+            }
+        }
+    }
+
+    /// Tears the room down: every member gets `room_deleted` and close 4410 at once.
+    pub(super) fn delete(&self) {
+        let mut state = self.lock();
+        let frame = ServerFrame::RoomDeleted.encode();
+        for member in state.members.drain(..) {
+            let _ = member.outbox.push(&frame);
+            member.outbox.close(close::ROOM_DELETED, "room deleted");
+        }
+        state.roster_changed();
+        self.close_if_empty(&mut state);
+    }
+
+    /// The server is draining: every member is closed with 1001.
+    pub(super) fn going_away(&self) {
+        for member in self.lock().members.iter() {
+            member
+                .outbox
+                .close(close::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Queues a bot notice for every member present but `except`, held for [`NOTICE_HOLD`]: the
+    /// first notice of a burst starts the timer that flushes them all.
+    fn announce(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        notice: &ByteString,
+        except: Option<ConnId>,
+    ) {
+        state.deliver_held(notice, except);
+        if !std::mem::replace(&mut state.notices_due, true) {
+            let room = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(NOTICE_HOLD).await;
+                room.flush_notices();
+            });
+        }
     }
 
     /// Sends the held notices on their way: wakes every member's writer that has frames waiting.

@@ -1,7 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// 200 while the credential store answers, 503 while it does not; live rooms keep chatting
 /// either way.

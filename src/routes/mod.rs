@@ -4,14 +4,43 @@
 mod health;
 mod rooms;
 mod web;
-mod ws;
 
 use std::time::Duration;
 
 use actix_web::{http::StatusCode, web as aweb, HttpResponse, ResponseError};
 use serde_json::json;
 
-pub use ws::{serve as serve_websocket, OriginPolicy};
+use crate::socket;
+
+/// A strict policy: only this origin's own files, no inline script, never framed. `blob:` lets
+/// the web client show media it decrypted itself.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
+media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+frame-ancestors 'none'";
+
+/// Sent with every response, including the WebSocket upgrade's refusals.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+/// Sent too when the public URL is `https`: browsers then never reach the server over plain HTTP,
+/// where a network attacker could serve them another web client.
+const HSTS: (&str, &str) = ("strict-transport-security", "max-age=31536000");
+
+/// The headers every response carries, the WebSocket upgrade's refusals included:
+/// [`SECURITY_HEADERS`], and HSTS behind HTTPS.
+pub fn response_headers(public_url: Option<&str>) -> Vec<(&'static str, &'static str)> {
+    let https =
+        public_url.is_some_and(|url| url.trim().to_ascii_lowercase().starts_with("https://"));
+    SECURITY_HEADERS
+        .into_iter()
+        .chain(https.then_some(HSTS))
+        .collect()
+}
 
 /// Every error an `/api/` route can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +136,8 @@ pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path, me
     if metrics {
         configure_metrics(cfg);
     }
-    cfg.service(aweb::resource("/ws/{room_id}").route(aweb::get().to(ws::not_upgraded)))
+    // Upgrades never reach the app: the HTTP service hands them to `socket::serve`.
+    cfg.service(aweb::resource("/ws/{room_id}").route(aweb::get().to(socket::without_upgrade)))
         .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
         .service(web::files(static_dir));
 }

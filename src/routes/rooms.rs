@@ -7,12 +7,13 @@ use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
 use crate::{
+    access,
     address::AddressKey,
     credentials::{CreateError, HashError, NewRoom, Secret},
     domain::{AdminPassword, Auth, RoomId, Title},
     protocol::ErrorCode,
     ratelimit::Refused,
-    startup::{AppState, Entry},
+    state::AppState,
 };
 
 /// `POST /api/rooms`. `null` counts as omitted for the optional fields.
@@ -38,11 +39,15 @@ fn too_many(refused: Refused) -> ApiError {
 
 /// Refuses a request a browser sends from a page of another origin (the WebSocket's rule).
 fn same_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    if state.origins.allows(req.headers()) {
+    if state.transport.origins.allows(req.headers()) {
         Ok(())
     } else {
         Err(ApiError::Forbidden)
     }
+}
+
+fn address_of(req: &HttpRequest, state: &AppState) -> AddressKey {
+    AddressKey::of(state.transport.proxies.of_request(req))
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -54,7 +59,7 @@ pub async fn create(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let address = AddressKey::of(state.request_ip(&req));
+    let address = address_of(&req, &state);
     state
         .limiters
         .create(address)
@@ -148,7 +153,7 @@ const MAX_PAGE: usize = 100;
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
         .limiters
-        .lobby(AddressKey::of(state.request_ip(&req)))
+        .lobby(address_of(&req, &state))
         .map_err(ApiError::RateLimited)?;
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|_| ApiError::BadRequest)?;
@@ -180,7 +185,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     same_origin(&req, &state)?;
-    let address = AddressKey::of(state.request_ip(&req));
+    let address = address_of(&req, &state);
     let room_id = RoomId::parse(&path.into_inner()).ok();
     let mut attempt = state.limiters.attempt(address, room_id.clone());
     attempt.check().map_err(too_many)?;
@@ -194,8 +199,7 @@ pub async fn delete(
         Secret::Admin,
         password.as_ref().map(AdminPassword::as_bytes),
     )];
-    let proven = state
-        .authenticate(&room_id, &secret, &mut attempt, Entry::ProofOnly)
+    let proven = access::prove(&state, &room_id, &secret, &mut attempt)
         .await
         .map_err(|refusal| match refusal.code {
             ErrorCode::RoomNotFound => ApiError::RoomNotFound,
@@ -205,13 +209,13 @@ pub async fn delete(
             ErrorCode::StoreUnavailable => ApiError::StoreUnavailable,
             _ => ApiError::InvalidCredentials,
         })?;
-    state.delete_room(&room_id).await.map_err(|e| {
-        log::warn!("delete: store unavailable: {e}");
-        ApiError::StoreUnavailable
-    })?;
-    log::info!(
-        "room {} deleted",
-        crate::telemetry::room_tag(&proven.record.id_hash)
-    );
+    let tag = crate::telemetry::room_tag(&proven.record().id_hash).to_owned();
+    access::delete_room(&state, &room_id, proven.into_turn())
+        .await
+        .map_err(|e| {
+            log::warn!("delete: store unavailable: {e}");
+            ApiError::StoreUnavailable
+        })?;
+    log::info!("room {tag} deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -3,7 +3,7 @@ use std::path::Path;
 use actix_files::{Files, NamedFile};
 use actix_web::{web, HttpRequest, HttpResponse, Responder};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `/r/{room_id}`: the web client, whether or not the room exists; the room key stays in the
 /// fragment, which the browser never sends.

@@ -1,172 +1,81 @@
-//! The reading half of a member's WebSocket, over the bare TCP stream the upgrade hands over:
-//! frames in, with every limit checked before the bytes it limits are buffered, and the close
-//! handshake's last step (RFC 6455 §7.1.1) once the server has closed.
+//! One WebSocket connection's transport, from the upgrade request to the last byte: the origin
+//! policy, the handshake, the frame reader, the outbound queue and its writer, and the lingering
+//! close. It is our own thin layer over actix-http's codec rather than actix-ws, because it holds
+//! about 3 KB per idle member where actix-ws held seven times more (docs/performance.md).
 //!
-//! The writing half is the member's [`Outbox`](crate::hub::Outbox), which the hub feeds.
+//! Everything above it sees four things: the [`Handler`] a server gives [`serve`], the
+//! [`Opened`] socket the handler is run with, what [`Inbound::next`] reads ([`Incoming`]), and the
+//! [`Outbox`] it and the hub write to. Swapping the transport back to actix-ws means rewriting
+//! this folder, and nothing outside it.
+//!
+//! A socket's life, in order:
+//! 1. [`upgrade::serve`]: the path names the room, the origin is checked, the 101 goes out, the
+//!    HTTP buffers are dropped, and the socket takes its place among its address's.
+//! 2. One task runs the handler beside the [`Drain`] that writes the outbox into the socket.
+//! 3. A close the server started is followed by [`Inbound::linger`] (RFC 6455 §7.1.1).
 
 mod decoder;
+mod origin;
+mod outbox;
+mod reader;
+mod upgrade;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, net::IpAddr, sync::Arc};
 
-use actix_web::web::{Bytes, BytesMut};
-use bytestring::ByteString;
-use tokio::{net::tcp::OwnedReadHalf, sync::Semaphore};
+use tokio_util::task::TaskTracker;
 
-use decoder::{Decoder, Message, Violation};
+pub use origin::OriginPolicy;
+pub use outbox::{Drain, Outbox, PushError, QueueLimits};
+pub use reader::{Inbound, Incoming, Lingering, LINGER};
+pub use upgrade::{serve, without_upgrade};
 
-/// What the reader makes of the next WebSocket message.
-#[derive(Debug)]
-pub enum Incoming {
-    Text(ByteString),
-    /// A binary message of this length: nothing the protocol takes.
-    Binary(usize),
-    Ping(Bytes),
-    Pong,
-    Close,
-    /// Over the size limit, found from a frame's header.
-    TooLarge,
-    InvalidUtf8,
-    /// A frame RFC 6455 forbids (reserved bits, unknown opcode, unmasked, …).
-    Malformed,
-    /// The stream ended or failed.
-    Gone,
+use crate::{
+    address::ProxyPolicy,
+    domain::RoomId,
+    ratelimit::{Place, Sockets},
+};
+
+/// What the transport needs from the server, built once at start and shared by every socket.
+pub struct Transport {
+    pub origins: Arc<OriginPolicy>,
+    pub proxies: Arc<ProxyPolicy>,
+    /// The server's and each address's count of open sockets.
+    pub places: Arc<Sockets>,
+    /// What every outbound queue is held to.
+    pub queue_limits: Arc<QueueLimits>,
+    /// Sockets the server closed, waiting for the client's side.
+    pub lingering: Lingering,
+    /// Every upgraded socket's task, so that a drain can wait for the last one.
+    pub tracker: TaskTracker,
+    /// The largest message, once the handler lifts the smaller bound it starts with.
+    pub max_frame_bytes: usize,
+    /// Sent with every refusal of an upgrade, as with every other response.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
-/// How much a read asks the socket for at least. The buffer exists only while bytes are in
-/// flight: an idle member holds none.
-const READ_CHUNK: usize = 4 * 1024;
-/// How much a read asks for at most, when a large frame is on its way.
-const READ_MAX: usize = 64 * 1024;
-
-/// Reads messages off the socket. Partial frames and fragments live in `self`, so `next` is
-/// safe to cancel in a `select!`.
-pub struct Inbound {
-    io: OwnedReadHalf,
-    buf: BytesMut,
-    decoder: Decoder,
+/// Who ended a socket. The server's own closes are followed by a linger (see
+/// [`Inbound::linger`]); a client that closed or vanished has nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    ByClient,
+    ByServer,
 }
 
-impl Inbound {
-    /// `early` holds whatever the client sent after its upgrade request, already read;
-    /// `max_bytes` bounds every message.
-    pub fn new(io: OwnedReadHalf, early: BytesMut, max_bytes: usize) -> Self {
-        Self {
-            io,
-            buf: early,
-            decoder: Decoder::new(max_bytes),
-        }
-    }
-
-    /// The next message, or why there is none.
-    pub async fn next(&mut self) -> Incoming {
-        // A client that keeps its socket full would otherwise be read without a pause, since a
-        // read that finds bytes never waits: the worker thread would serve no other socket.
-        // Each message takes a unit of the task's budget, so the runtime gets its turn.
-        tokio::task::consume_budget().await;
-        loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(message)) => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    }
-                    return match message {
-                        Message::Text(text) => Incoming::Text(text),
-                        Message::Binary(len) => Incoming::Binary(len),
-                        Message::Ping(payload) => Incoming::Ping(payload),
-                        Message::Pong => Incoming::Pong,
-                        Message::Close => Incoming::Close,
-                    };
-                }
-                Ok(None) => {}
-                Err(Violation::TooLarge) => return Incoming::TooLarge,
-                Err(Violation::InvalidUtf8) => return Incoming::InvalidUtf8,
-                Err(Violation::Protocol(_)) => return Incoming::Malformed,
-            }
-            if !self.fill().await {
-                return Incoming::Gone;
-            }
-        }
-    }
-
-    /// Sets the size bound for the messages to come: small until the join, whose frame is.
-    pub fn set_limit(&mut self, max_bytes: usize) {
-        self.decoder.set_limit(max_bytes);
-    }
-
-    /// Reads what the socket has, at least one byte; `false` at the end of the stream.
-    async fn fill(&mut self) -> bool {
-        // Frames that make no message (fragments) come here without passing `next`'s budget.
-        tokio::task::consume_budget().await;
-        loop {
-            // Idle: wait without a buffer, and allocate one only once bytes have arrived.
-            if self.buf.capacity() == 0 && self.io.readable().await.is_err() {
-                return false;
-            }
-            let wanted = self.decoder.wanted(&self.buf).clamp(READ_CHUNK, READ_MAX);
-            self.buf.reserve(wanted);
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
-                    } else if self.io.readable().await.is_err() {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// The end of a close the server started: the close frame has been written and the sending
-    /// side shut down; now read and discard until the client's own close, the end of its stream,
-    /// or [`LINGER`]. Dropping a socket with unread input makes the kernel answer with a reset,
-    /// and a client that is still sending then loses the close frame it had not read yet (it sees
-    /// 1006 and reconnects, instead of learning that the room was deleted).
-    pub async fn linger(mut self, permits: &Lingering) {
-        let Ok(_permit) = permits.0.try_acquire() else {
-            return;
-        };
-        let _ = tokio::time::timeout(LINGER, async {
-            // Frames are skipped as they pass: a read at a time (and the start of a header) is
-            // all a lingering socket holds, whatever it is sent.
-            let mut skipping = self.decoder;
-            skipping.forget_message();
-            loop {
-                match skipping.discard(&mut self.buf) {
-                    Ok(false) => {}
-                    Ok(true) | Err(_) => return,
-                }
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new();
-                }
-                self.buf.reserve(READ_CHUNK);
-                if self.io.readable().await.is_err() {
-                    return;
-                }
-                match self.io.try_read_buf(&mut self.buf) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-            }
-        })
-        .await;
-    }
+/// An upgraded socket, as its handler gets it.
+pub struct Opened<'a> {
+    /// The room the path names; `None` when the path cannot be a room ID (the join is refused
+    /// as for a room that does not exist, and counted as a probe).
+    pub room: Option<RoomId>,
+    /// The client's address: the peer's, or the one a trusted proxy names.
+    pub ip: IpAddr,
+    /// The socket's place among the server's and its address's, held until the socket is gone.
+    pub place: &'a mut Place,
+    pub inbound: &'a mut Inbound,
+    pub outbox: Outbox,
 }
 
-/// How long a socket the server closed may take to close its side.
-pub const LINGER: Duration = Duration::from_secs(2);
-
-/// How many closed sockets may linger at once; past that, a socket is dropped at once, as before.
-/// Each costs a file descriptor and at most one frame's buffer for [`LINGER`].
-#[derive(Clone)]
-pub struct Lingering(Arc<Semaphore>);
-
-impl Lingering {
-    pub fn new(max: usize) -> Self {
-        Self(Arc::new(Semaphore::new(max)))
-    }
+/// What runs on each upgraded socket: the server's session.
+pub trait Handler: Clone + 'static {
+    /// Runs the socket until it closes; says who closed it. The outbox's writer runs beside it.
+    fn run<'a>(&'a self, socket: Opened<'a>) -> impl Future<Output = Ended> + 'a;
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use ephemera::{startup::AppState, Application, Config};
+use ephemera::{state::AppState, Application, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;

@@ -1,10 +1,13 @@
+//! The upgrade: `GET /ws/{room_id}` with `Upgrade: websocket` leaves the HTTP app here, with
+//! its connection, and becomes a socket whose task runs the server's [`Handler`].
+
 use std::{sync::Arc, time::Instant};
 
 use actix_codec::{Framed, FramedParts};
 use actix_http::{
     body::{BodySize, BoxBody, MessageBody as _},
     h1,
-    header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, ORIGIN},
+    header::{HeaderName, HeaderValue, CONTENT_TYPE},
     ws::handshake,
     ConnectionType, HttpMessage as _, Request, Response, StatusCode,
 };
@@ -13,101 +16,42 @@ use actix_web::{web::BytesMut, HttpRequest, HttpResponse};
 use futures_util::{future::join, SinkExt as _};
 use serde_json::json;
 
-use crate::{
-    address::AddressKey,
-    hub::Outbox,
-    protocol::close,
-    ratelimit::Full,
-    session::{self, Ended},
-    socket::Inbound,
-    startup::AppState,
-    telemetry,
-};
-
-/// Which browser origins may open a WebSocket: the server's own, the configured public URL's,
-/// and an explicit allow-list. A request without `Origin` comes from a non-browser client and
-/// is let through; the room key protects the room either way, this guards against other sites
-/// driving a visitor's browser.
-pub struct OriginPolicy {
-    public: Option<String>,
-    allowed: Vec<String>,
-}
-
-fn normalise(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
-impl OriginPolicy {
-    pub fn new(public_url: Option<&str>, allowed: &[String]) -> Self {
-        // The origin of a URL is its scheme and authority: cut the path.
-        let public = public_url.map(|url| {
-            let url = normalise(url);
-            match url.find("://") {
-                Some(i) => match url[i + 3..].find('/') {
-                    Some(j) => url[..i + 3 + j].to_owned(),
-                    None => url,
-                },
-                None => url,
-            }
-        });
-        Self {
-            public,
-            allowed: allowed
-                .iter()
-                .map(|o| normalise(o))
-                .filter(|o| !o.is_empty())
-                .collect(),
-        }
-    }
-
-    /// The server's own origin is the host the request was made to, over either scheme: behind a
-    /// proxy that terminates TLS the request arrives as `http` for an `https` page.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(origin) = headers.get(ORIGIN) else {
-            return true;
-        };
-        let Ok(origin) = origin.to_str() else {
-            return false;
-        };
-        let origin = normalise(origin);
-        let own = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(normalise)
-            .is_some_and(|host| {
-                ["http://", "https://"]
-                    .iter()
-                    .any(|scheme| origin.strip_prefix(scheme) == Some(host.as_str()))
-            });
-        own || self.public.as_deref() == Some(origin.as_str()) || self.allowed.contains(&origin)
-    }
-}
+use super::{Ended, Handler, Inbound, Opened, Outbox, Transport};
+use crate::{address::AddressKey, domain::RoomId, protocol::close, ratelimit::Full, telemetry};
 
 /// The connection after its upgrade request: the HTTP parser's state and buffers, and the socket.
 pub type Upgraded = Framed<TcpStream, h1::Codec>;
 
 /// Every request that asks for `Upgrade: websocket` comes here instead of the app, with its
-/// connection. A good one gets its 101 and the socket becomes the member's: the HTTP buffers are
-/// dropped and the session reads and writes the socket itself, so an idle member costs about
-/// 3 KB in all (docs/performance.md), less than the HTTP dispatcher's two 8 KiB buffers alone.
+/// connection. A good one gets its 101 and the socket becomes the handler's: the HTTP buffers are
+/// dropped and the socket is read and written here, so an idle member costs about 3 KB in all
+/// (docs/performance.md), less than the HTTP dispatcher's two 8 KiB buffers alone.
 ///
 /// Every refusal before the upgrade is an HTTP status; every refusal after it is an `error` frame
 /// and a close. The error type is the upgrade service's contract; nothing here returns one.
-pub async fn serve(
-    state: Arc<AppState>,
+pub async fn serve<H: Handler>(
+    transport: Arc<Transport>,
+    handler: H,
     req: Request,
     mut framed: Upgraded,
 ) -> Result<(), actix_http::Error> {
     let started = Instant::now();
-    let Some(room_path) = req
+    let Some(room) = req
         .path()
         .strip_prefix("/ws/")
         .filter(|id| !id.is_empty() && !id.contains('/'))
-        .map(str::to_owned)
+        .map(|id| RoomId::parse(id).ok())
     else {
-        return refuse(&state, &mut framed, &req, Response::not_found(), started).await;
+        return refuse(
+            &transport,
+            &mut framed,
+            &req,
+            Response::not_found(),
+            started,
+        )
+        .await;
     };
-    if !state.origins.allows(req.headers()) {
+    if !transport.origins.allows(req.headers()) {
         let body = json!({
             "error": { "code": "forbidden", "message": "this origin may not open a WebSocket here" }
         });
@@ -115,7 +59,7 @@ pub async fn serve(
         res.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return refuse(
-            &state,
+            &transport,
             &mut framed,
             &req,
             res.map_into_boxed_body(),
@@ -125,9 +69,9 @@ pub async fn serve(
     }
     let accepted = match handshake(req.head()) {
         Ok(mut accepted) => accepted.finish().drop_body(),
-        Err(e) => return refuse(&state, &mut framed, &req, e.into(), started).await,
+        Err(e) => return refuse(&transport, &mut framed, &req, e.into(), started).await,
     };
-    let ip = state.client_ip(req.headers(), req.peer_addr());
+    let ip = transport.proxies.client(req.headers(), req.peer_addr());
     if framed
         .send(h1::Message::Item((accepted, BodySize::None)))
         .await
@@ -148,12 +92,12 @@ pub async fn serve(
     };
     drop(read_buf);
     let (read, write) = io.into_split();
-    let (outbox, drain) = Outbox::new(state.queue_limits.clone());
-    let mut inbound = Inbound::new(read, early, state.config.max_frame_bytes);
-    let (lingering, sockets) = (state.lingering.clone(), state.sockets.clone());
+    let (outbox, drain) = Outbox::new(transport.queue_limits.clone());
+    let mut inbound = Inbound::new(read, early, transport.max_frame_bytes);
     // The sockets escape the HTTP server's own connection limit once upgraded; these are theirs.
     // The place is held until the socket is gone, its close and linger included.
-    let place = state.limiters.sockets.open(AddressKey::of(ip));
+    let place = transport.places.open(AddressKey::of(ip));
+    let tracker = transport.tracker.clone();
     // A task of its own, sized for the session alone: the HTTP dispatcher's task, which holds
     // this upgrade (several KiB of parser state), ends here.
     let socket = async move {
@@ -171,19 +115,25 @@ pub async fn serve(
                 return;
             }
         };
-        let session = session::run(state, room_path, ip, &mut place, &mut inbound, outbox);
-        let (ended, ()) = join(session, drain.write_to(write)).await;
+        let opened = Opened {
+            room,
+            ip,
+            place: &mut place,
+            inbound: &mut inbound,
+            outbox,
+        };
+        let (ended, ()) = join(handler.run(opened), drain.write_to(write)).await;
         if ended == Ended::ByServer {
-            inbound.linger(&lingering).await;
+            inbound.linger(&transport.lingering).await;
         }
     };
-    actix_rt::spawn(sockets.track_future(socket));
+    actix_rt::spawn(tracker.track_future(socket));
     Ok(())
 }
 
 /// Answers an upgrade request that will not be upgraded, and closes the connection.
 async fn refuse(
-    state: &AppState,
+    transport: &Transport,
     framed: &mut Upgraded,
     req: &Request,
     res: Response<BoxBody>,
@@ -192,7 +142,7 @@ async fn refuse(
     let status = res.status();
     let (mut res, body) = res.into_parts();
     res.head_mut().set_connection_type(ConnectionType::Close);
-    for (name, value) in state.headers() {
+    for &(name, value) in &transport.headers {
         res.headers_mut().insert(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),
@@ -215,9 +165,9 @@ async fn refuse(
     Ok(())
 }
 
-/// `GET /ws/{room_id}` without `Upgrade: websocket` (those go to [`serve`]): the handshake's own
-/// answer, `400`.
-pub async fn not_upgraded(req: HttpRequest) -> HttpResponse {
+/// The route of `GET /ws/{room_id}` in the HTTP app, which only requests without
+/// `Upgrade: websocket` reach (the others come to [`serve`]): the handshake's own answer, `400`.
+pub async fn without_upgrade(req: HttpRequest) -> HttpResponse {
     match handshake(req.head()) {
         Err(e) => Response::from(e).into(),
         Ok(_) => HttpResponse::BadRequest().finish(),

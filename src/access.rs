@@ -1,0 +1,109 @@
+//! Who may enter a room and who may delete one: secrets proven against the room's record in the
+//! contract's order (the room, 4404, then each secret, 4401), with the failed-attempt allowances
+//! charged before the work they limit. Nothing here changes the hub: a join hands the proof to
+//! [`Hub::admit`](crate::hub::Hub::admit).
+
+use crate::{
+    credentials::{RoomRecord, Secret, StoreError, Turn},
+    domain::RoomId,
+    hub::Proven,
+    protocol::{ErrorCode, Refusal},
+    ratelimit::Attempt,
+    state::AppState,
+};
+
+/// How often a proof starts over when the record it checked changed while argon2 ran.
+const STALE_RETRIES: usize = 3;
+
+/// Checks `secrets` against the room's record (a `None` secret is malformed and cannot match).
+///
+/// A live room whose record has accepted these secrets before costs an HMAC each and needs no
+/// turn ([`Proven::Live`]). Anything slower (a store lookup, argon2) takes the room's turn and
+/// is charged to `attempt` first, then given back if the secrets are right: a burst of wrong
+/// guesses is refused from the first one past the allowance, before its work. The turn is
+/// handed back with the record ([`Proven::Stored`]), so that the join that follows makes the
+/// room live before a delete can take the turn.
+pub async fn prove(
+    state: &AppState,
+    room_id: &RoomId,
+    secrets: &[(Secret, Option<&[u8]>)],
+    attempt: &mut Attempt<'_>,
+) -> Result<Proven, Refusal> {
+    let credentials = &state.credentials;
+    let known = |record: &RoomRecord| {
+        secrets
+            .iter()
+            .all(|(which, s)| s.is_some_and(|s| credentials.knows(record, *which, s)))
+    };
+    if let Some(room) = state.hub.live(room_id) {
+        if known(&room.record) {
+            return Ok(Proven::Live(room));
+        }
+    }
+    for _ in 0..STALE_RETRIES {
+        let turn = credentials.turn(room_id).await;
+        let record = match state.hub.live(room_id) {
+            Some(room) => room.record.clone(),
+            None => {
+                attempt.charge()?;
+                match credentials.fetch(room_id).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Err(ErrorCode::RoomNotFound.into()),
+                    Err(_) => {
+                        attempt.refund();
+                        return Err(ErrorCode::StoreUnavailable.into());
+                    }
+                }
+            }
+        };
+        let mut hashed = false;
+        for &(which, secret) in secrets {
+            let Some(secret) = secret else {
+                attempt.charge()?;
+                return Err(ErrorCode::InvalidCredentials.into());
+            };
+            if credentials.knows(&record, which, secret) {
+                continue;
+            }
+            attempt.before_hashing()?;
+            hashed = true;
+            match credentials.verify(&record, which, secret).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ErrorCode::InvalidCredentials.into()),
+                Err(_) => {
+                    attempt.refund();
+                    return Err(Refusal::busy());
+                }
+            }
+        }
+        attempt.refund();
+        // argon2 took a while: the record it was checked against must still be the room's.
+        if hashed && state.hub.live(room_id).is_none() {
+            match credentials.fetch(room_id).await {
+                Ok(Some(current)) if current.same_credentials(&record) => {}
+                Ok(_) => continue,
+                Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
+            }
+        }
+        return Ok(Proven::Stored { record, turn });
+    }
+    Err(ErrorCode::StoreUnavailable.into())
+}
+
+/// Deletes a room's record, then tears the live room down: members get `room_deleted` and close
+/// 4410. A record already gone still tears the live room down. Done inside the room's turn
+/// (`turn`, or taken here), so that no join makes the room live from the record meanwhile.
+pub async fn delete_room(
+    state: &AppState,
+    room_id: &RoomId,
+    turn: Option<Turn>,
+) -> Result<(), StoreError> {
+    let _turn = match turn {
+        Some(turn) => turn,
+        None => state.credentials.turn(room_id).await,
+    };
+    state.credentials.delete(room_id).await?;
+    state.lobby.remove(room_id);
+    state.hub.delete(room_id);
+    Ok(())
+}
