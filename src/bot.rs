@@ -8,7 +8,7 @@
 
 use bytestring::ByteString;
 
-use crate::protocol::{now_ms, BotEvent, MemberView, ServerFrame};
+use crate::protocol::{now_ms, BotEvent, MemberView, ServerFrame, Wire};
 
 fn members_phrase(count: usize) -> String {
     match count {
@@ -52,12 +52,12 @@ fn notice(
     ServerFrame::Bot {
         event,
         member,
-        name,
+        name: name.map(Into::into),
         members,
-        text,
+        text: text.into(),
         ts: now_ms(),
     }
-    .encode()
+    .wire()
 }
 
 #[cfg(test)]
@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn notices_carry_the_event_the_count_and_the_words() {
         let ada = MemberView {
-            name: "ada",
+            name: "ada".into(),
             admin: false,
             pubkey: None,
         };

@@ -35,7 +35,6 @@ pub mod address;
 pub mod bot;
 pub mod config;
 pub mod credentials;
-pub mod domain;
 pub mod hub;
 pub mod lobby;
 pub mod protocol;
@@ -49,4 +48,6 @@ pub mod state;
 pub mod telemetry;
 
 pub use config::Config;
+/// The domain types live in the protocol crate, which the clients share.
+pub use ephemera_protocol::domain;
 pub use startup::Application;

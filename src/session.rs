@@ -19,7 +19,7 @@ use crate::{
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
     hub::{ConnId, Entry, Refused, Room},
-    protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame},
+    protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame, Wire},
     ratelimit::{retry_after_ms, Bucket},
     socket::{Ended, Handler, Inbound, Incoming, Opened, Outbox},
     state::AppState,
@@ -38,7 +38,7 @@ const JOIN_FRAME_BYTES: usize = 4 * 1024;
 fn refuse(outbox: &Outbox, refusal: impl Into<Refusal>) {
     let refusal = refusal.into();
     let error = ServerFrame::error(refusal.code, None, refusal.retry_after.map(retry_after_ms));
-    let _ = outbox.push(&error.encode());
+    let _ = outbox.push(&error.wire());
     outbox.close(refusal.close_code(), refusal.code.as_str());
 }
 
@@ -446,7 +446,7 @@ async fn chat(
         };
         if let Err(wait) = allowance.take(text.len() + answer) {
             let error = ServerFrame::error(ErrorCode::RateLimited, txn, Some(retry_after_ms(wait)));
-            let _ = outbox.push(&error.encode());
+            let _ = outbox.push(&error.wire());
             // And the socket is not read until the allowance has refilled: a client that keeps
             // sending past it slows down itself, not the server.
             if !pause(wait, outbox).await {
@@ -455,7 +455,7 @@ async fn chat(
             continue;
         }
         if let Err(code) = handle(state, room, conn, &frame, outbox).await {
-            let _ = outbox.push(&ServerFrame::error(code, txn, None).encode());
+            let _ = outbox.push(&ServerFrame::error(code, txn, None).wire());
         }
     }
 }
@@ -468,7 +468,7 @@ fn bad_frame(bad: &mut u32, txn: Option<&str>, outbox: &Outbox) -> bool {
         refuse(outbox, ErrorCode::BadRequest);
         return true;
     }
-    let _ = outbox.push(&ServerFrame::error(ErrorCode::BadRequest, txn, None).encode());
+    let _ = outbox.push(&ServerFrame::error(ErrorCode::BadRequest, txn, None).wire());
     false
 }
 
@@ -508,7 +508,7 @@ async fn handle(
             let _ = outbox.push(&room.members_answer());
         }
         ClientFrame::Ping { t } => {
-            let _ = outbox.push(&ServerFrame::Pong { t: *t }.encode());
+            let _ = outbox.push(&ServerFrame::Pong { t: *t }.wire());
         }
         ClientFrame::Join(_) => return Err(ErrorCode::BadRequest),
     }

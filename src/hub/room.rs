@@ -20,7 +20,7 @@ use crate::{
     bot,
     credentials::RoomRecord,
     domain::{MemberName, PublicKey, RoomId, SessionToken},
-    protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame},
+    protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame, Wire},
     socket::Outbox,
 };
 
@@ -58,9 +58,9 @@ struct Member {
 impl Member {
     pub fn view(&self) -> MemberView<'_> {
         MemberView {
-            name: self.name.as_ref(),
+            name: self.name.as_ref().into(),
             admin: self.admin,
-            pubkey: self.pubkey.as_ref().map(AsRef::as_ref),
+            pubkey: self.pubkey.as_ref().map(|k| k.as_ref().into()),
         }
     }
 }
@@ -116,9 +116,9 @@ impl RoomState {
             return frame.clone();
         }
         let frame = ServerFrame::Members {
-            members: &self.views(),
+            members: self.views().into(),
         }
-        .encode();
+        .wire();
         self.members_frame = Some(frame.clone());
         frame
     }
@@ -236,7 +236,7 @@ impl Room {
                 let old = &mut state.members[i];
                 let replaced = std::mem::replace(&mut old.outbox, entry.outbox.clone());
                 let _ = replaced
-                    .push(&ServerFrame::error(ErrorCode::SessionReplaced, None, None).encode());
+                    .push(&ServerFrame::error(ErrorCode::SessionReplaced, None, None).wire());
                 replaced.close(ErrorCode::SessionReplaced.close_code(), "session replaced");
                 old.conn = entry.conn;
                 old.name = entry.name.clone();
@@ -268,13 +268,13 @@ impl Room {
         let me = &state.members[index];
         let (id, conn) = (me.id, me.conn);
         let welcome = ServerFrame::Welcome {
-            room_id: self.id.as_ref(),
+            room_id: self.id.as_ref().into(),
             you: me.view(),
-            members: &views,
-            session: &token.encode(),
+            members: views.as_slice().into(),
+            session: token.encode().into(),
             limits: self.limits,
         }
-        .encode();
+        .wire();
         let _ = me.outbox.push(&welcome);
         if fresh {
             let count = state.members.len();
@@ -317,9 +317,12 @@ impl Room {
             .ok_or(ErrorCode::NoSuchMember)?;
         let gone = state.members.remove(index);
         state.roster_changed();
-        let _ = gone
-            .outbox
-            .push(&ServerFrame::Kicked { by: &by_name }.encode());
+        let _ = gone.outbox.push(
+            &ServerFrame::Kicked {
+                by: by_name.as_str().into(),
+            }
+            .wire(),
+        );
         gone.outbox.close(close::KICKED, "kicked");
         let notice = bot::kicked(gone.name.as_ref(), &by_name, state.members.len());
         self.announce(&mut state, &notice, None);
@@ -341,7 +344,7 @@ impl Room {
     /// Tears the room down: every member gets `room_deleted` and close 4410 at once.
     pub(super) fn delete(&self) {
         let mut state = self.lock();
-        let frame = ServerFrame::RoomDeleted.encode();
+        let frame = ServerFrame::RoomDeleted.wire();
         for member in state.members.drain(..) {
             let _ = member.outbox.push(&frame);
             member.outbox.close(close::ROOM_DELETED, "room deleted");
@@ -414,11 +417,11 @@ impl Room {
         let frame = ServerFrame::Message {
             seq,
             ts: now_ms(),
-            from: sender.name.as_ref(),
-            txn,
+            from: sender.name.as_ref().into(),
+            txn: txn.into(),
             body,
         }
-        .encode();
+        .wire();
         let recipients = state.deliver(&frame, None);
         Some(Relayed {
             recipients,
@@ -451,12 +454,12 @@ impl Room {
         let frame = ServerFrame::Dm {
             seq,
             ts: now_ms(),
-            from: sender.name.as_ref(),
-            to: recipient.name.as_ref(),
-            txn,
+            from: sender.name.as_ref().into(),
+            to: recipient.name.as_ref().into(),
+            txn: txn.into(),
             body,
         }
-        .encode();
+        .wire();
         let mut recipients = usize::from(recipient.outbox.push(&frame).is_ok());
         if author != target {
             recipients += usize::from(sender.outbox.push(&frame).is_ok());
@@ -471,10 +474,10 @@ impl Room {
         let state = self.lock();
         if let Some(me) = state.member(conn) {
             let frame = ServerFrame::Typing {
-                from: me.name.as_ref(),
+                from: me.name.as_ref().into(),
                 active,
             }
-            .encode();
+            .wire();
             state.deliver(&frame, Some(conn));
         }
     }
@@ -483,10 +486,10 @@ impl Room {
         let state = self.lock();
         if let Some(me) = state.member(conn) {
             let frame = ServerFrame::Read {
-                from: me.name.as_ref(),
+                from: me.name.as_ref().into(),
                 seq,
             }
-            .encode();
+            .wire();
             state.deliver(&frame, Some(conn));
         }
     }
@@ -513,9 +516,9 @@ impl Room {
         };
         let frame = ServerFrame::Unsent {
             seq,
-            by: me.name.as_ref(),
+            by: me.name.as_ref().into(),
         }
-        .encode();
+        .wire();
         match sent.dm_to {
             None => {
                 state.deliver(&frame, None);

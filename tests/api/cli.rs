@@ -23,6 +23,7 @@ async fn keyed_room(app: &TestApp, listed: bool) -> String {
             .await
             .unwrap();
     Api::new(&app.base)
+        .unwrap()
         .create(Some(&room_id), &auth, ADMIN_PASSWORD, listed, None)
         .await
         .unwrap();
@@ -55,7 +56,7 @@ struct Client {
 
 async fn client(app: &TestApp, room_id: &str, name: &str) -> Client {
     let (tx, events) = mpsc::unbounded_channel();
-    let room = RoomClient::join(&Api::new(&app.base), room_id, KEY, name, None, tx)
+    let room = RoomClient::join(&Api::new(&app.base).unwrap(), room_id, KEY, name, None, tx)
         .await
         .unwrap();
     Client { room, events }
@@ -197,7 +198,7 @@ async fn the_lobby_shows_member_counts() {
     let _a = client(&app, &room, "a").await;
     let _b = client(&app, &room, "b").await;
     let _c = client(&app, &room, "c").await;
-    let listed = Api::new(&app.base).list().await.unwrap();
+    let listed = Api::new(&app.base).unwrap().list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].room_id.as_str(), listed[0].members),
@@ -211,7 +212,7 @@ async fn one_client_in_two_rooms_hears_both() {
     let first = keyed_room(&app, false).await;
     let second = keyed_room(&app, false).await;
     let (tx, mut events) = mpsc::unbounded_channel();
-    let api = Api::new(&app.base);
+    let api = Api::new(&app.base).unwrap();
     let _in_first = RoomClient::join(&api, &first, KEY, "both", None, tx.clone())
         .await
         .unwrap();
@@ -248,7 +249,7 @@ async fn a_kick_and_a_delete_end_the_room_for_the_client() {
     let room = keyed_room(&app, false).await;
     let (tx, mut admin_events) = mpsc::unbounded_channel();
     let admin = RoomClient::join(
-        &Api::new(&app.base),
+        &Api::new(&app.base).unwrap(),
         &room,
         KEY,
         "admin",
@@ -412,7 +413,7 @@ async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
     // A kick ends `listen` with its own code.
     let (tx, _events) = mpsc::unbounded_channel();
     let admin = RoomClient::join(
-        &Api::new(&server),
+        &Api::new(&server).unwrap(),
         "cli-room",
         KEY,
         "admin",

@@ -1,7 +1,9 @@
 //! The HTTP half of the protocol: create, delete and list rooms.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::json;
+use url::Url;
 
 /// A server's answer that is not a success: its status and the contract's error code.
 #[derive(Debug, thiserror::Error)]
@@ -14,13 +16,15 @@ pub enum ApiError {
     },
     #[error("cannot reach the server: {0}")]
     Unreachable(#[from] reqwest::Error),
+    #[error("not a server URL (http:// or https://): {0}")]
+    BadUrl(String),
 }
 
 impl ApiError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Refused { code, .. } => Some(code),
-            Self::Unreachable(_) => None,
+            Self::Unreachable(_) | Self::BadUrl(_) => None,
         }
     }
 }
@@ -41,23 +45,19 @@ pub struct ListedRoom {
     pub members: usize,
 }
 
-/// Percent-encodes all but the unreserved characters, as `encodeURIComponent` does, so the web
-/// client reads the key back exactly.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// What a share link escapes in the key: all but RFC 3986's unreserved characters, so that the
+/// web client's `decodeURIComponent` reads the key back exactly.
+const KEY_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A server, by its base URL (`http://127.0.0.1:8080`).
 #[derive(Clone)]
 pub struct Api {
-    base: String,
+    /// The base URL, with a path that ends in `/` so that joins append to it.
+    base: Url,
     http: reqwest::Client,
 }
 
@@ -87,32 +87,65 @@ async fn refusal(response: reqwest::Response) -> ApiError {
 }
 
 impl Api {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+    /// A server by its base URL: `http://` or `https://`, with or without a path under which
+    /// the server is reached.
+    pub fn new(base: &str) -> Result<Self, ApiError> {
+        let bad = || ApiError::BadUrl(base.to_owned());
+        let mut url = Url::parse(base.trim()).map_err(|_| bad())?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(bad());
         }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(Self {
+            base: url,
+            http: reqwest::Client::new(),
+        })
     }
 
+    /// The base URL, without its trailing `/`.
     pub fn base(&self) -> &str {
-        &self.base
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `path` (relative, no leading `/`) under the base URL.
+    fn url(&self, path: &str) -> Url {
+        // unwrap: the base is an http(s) URL and `path` a relative path made here.
+        #[allow(clippy::unwrap_used)]
+        self.base.join(path).unwrap()
+    }
+
+    /// `/api/rooms/{room_id}` or `/ws/{room_id}`, with the room ID as one path segment.
+    fn room_url(&self, prefix: &str, room_id: &str) -> Url {
+        let mut url = self.url(prefix);
+        // unwrap: an http(s) URL always has path segments.
+        #[allow(clippy::unwrap_used)]
+        url.path_segments_mut().unwrap().push(room_id);
+        url
     }
 
     /// The WebSocket URL of a room.
     pub fn ws_url(&self, room_id: &str) -> String {
-        let ws = if let Some(rest) = self.base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = self.base.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            self.base.clone()
-        };
-        format!("{ws}/ws/{room_id}")
+        let mut url = self.room_url("ws", room_id);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // unwrap: http(s) and ws(s) are both special schemes, between which a URL may change.
+        #[allow(clippy::unwrap_used)]
+        url.set_scheme(scheme).unwrap();
+        url.into()
     }
 
     /// The link to share: the key rides in the fragment, which browsers never send.
     pub fn share_link(&self, room_id: &str, room_key: &str) -> String {
-        format!("{}/r/{room_id}#key={}", self.base, percent_encode(room_key))
+        let mut url = self.room_url("r", room_id);
+        url.set_fragment(Some(&format!(
+            "key={}",
+            utf8_percent_encode(room_key, KEY_ESCAPED)
+        )));
+        url.into()
     }
 
     pub async fn create(
@@ -125,7 +158,7 @@ impl Api {
     ) -> Result<CreatedRoom, ApiError> {
         let response = self
             .http
-            .post(format!("{}/api/rooms", self.base))
+            .post(self.url("api/rooms"))
             .json(&json!({ "room_id": room_id, "auth": auth, "admin_password": admin_password, "listed": listed, "title": title }))
             .send()
             .await?;
@@ -139,7 +172,7 @@ impl Api {
     pub async fn delete(&self, room_id: &str, admin_password: &str) -> Result<(), ApiError> {
         let response = self
             .http
-            .delete(format!("{}/api/rooms/{room_id}", self.base))
+            .delete(self.room_url("api/rooms", room_id))
             .json(&json!({ "admin_password": admin_password }))
             .send()
             .await?;
@@ -155,11 +188,7 @@ impl Api {
         struct Rooms {
             rooms: Vec<ListedRoom>,
         }
-        let response = self
-            .http
-            .get(format!("{}/api/rooms", self.base))
-            .send()
-            .await?;
+        let response = self.http.get(self.url("api/rooms")).send().await?;
         if response.status().is_success() {
             Ok(response.json::<Rooms>().await?.rooms)
         } else {
@@ -174,11 +203,22 @@ mod tests {
 
     #[test]
     fn share_links_carry_the_key_percent_encoded_in_the_fragment() {
-        let api = Api::new("https://chat.example/");
+        let api = Api::new("https://chat.example/").unwrap();
         assert_eq!(
             api.share_link("team-42", "correct horse+ü"),
             "https://chat.example/r/team-42#key=correct%20horse%2B%C3%BC"
         );
         assert_eq!(api.ws_url("team-42"), "wss://chat.example/ws/team-42");
+        assert_eq!(api.base(), "https://chat.example");
+    }
+
+    #[test]
+    fn a_base_path_is_kept_and_room_ids_stay_one_segment() {
+        let api = Api::new("http://127.0.0.1:8080/chat").unwrap();
+        assert_eq!(api.ws_url("a/b"), "ws://127.0.0.1:8080/chat/ws/a%2Fb");
+        assert_eq!(api.base(), "http://127.0.0.1:8080/chat");
+        for bad in ["ftp://x", "127.0.0.1:8080", "not a url", "mailto:x@y"] {
+            assert!(Api::new(bad).is_err(), "{bad}");
+        }
     }
 }

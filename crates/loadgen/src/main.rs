@@ -779,8 +779,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let api = match Api::new(&cli.server) {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let target = Arc::new(Target {
-        api: Api::new(&cli.server),
+        api,
         baseline: cli.baseline,
         server_pid: cli.server_pid.map(|p| p.to_string()),
     });

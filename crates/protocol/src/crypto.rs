@@ -10,6 +10,8 @@ use p256::{ecdh::diffie_hellman, elliptic_curve::sec1::ToEncodedPoint, PublicKey
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::domain::encode_b64url;
+
 const PBKDF2_ROUNDS: u32 = 600_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,12 +69,6 @@ pub struct Envelope {
     pub e2e: String,
     pub iv: String,
     pub ct: String,
-}
-
-/// Unpadded base64url, the only encoding of binary values in the protocol.
-pub fn encode_b64url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, CryptoError> {

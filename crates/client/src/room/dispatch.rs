@@ -1,0 +1,169 @@
+//! What the client does with each frame the server sends, matched on the typed frame.
+
+use ephemera_protocol::{crypto, BotEvent, ErrorCode, ServerFrame};
+use serde_json::Value;
+
+use super::{
+    events::{Ended, Event},
+    files::Plain,
+    Echo, Inner,
+};
+
+/// Handles one text frame of the joined socket; frames it cannot read are ignored, as the
+/// contract asks of frame types a client does not know.
+pub(super) fn handle(inner: &Inner, text: &str) {
+    let Ok(frame) = serde_json::from_str::<ServerFrame<'_, Value>>(text) else {
+        return;
+    };
+    let room = || inner.room_id.clone();
+    match frame {
+        ServerFrame::Message {
+            seq,
+            ts,
+            from,
+            txn,
+            body,
+        } => relayed(inner, seq, ts, from.into_owned(), None, &txn, &body),
+        ServerFrame::Dm {
+            seq,
+            ts,
+            from,
+            to,
+            txn,
+            body,
+        } => relayed(
+            inner,
+            seq,
+            ts,
+            from.into_owned(),
+            Some(to.into_owned()),
+            &txn,
+            &body,
+        ),
+        ServerFrame::Bot {
+            event,
+            member,
+            name,
+            text,
+            ..
+        } => {
+            {
+                let mut state = inner.state();
+                match (event, member, name) {
+                    (BotEvent::Join, Some(member), _) => {
+                        state.members.retain(|m| m.name != member.name);
+                        state.members.push(member.into());
+                    }
+                    (BotEvent::Leave | BotEvent::Kick, _, Some(name)) => {
+                        state.members.retain(|m| m.name != name);
+                        state.dm_keys.remove(name.as_ref());
+                    }
+                    _ => {}
+                }
+            }
+            inner.emit(Event::Bot {
+                room: room(),
+                event: event.as_str().to_owned(),
+                text: text.into_owned(),
+            });
+        }
+        ServerFrame::Members { members } => {
+            inner.state().members = members.iter().cloned().map(Into::into).collect();
+        }
+        ServerFrame::Typing { from, active } => inner.emit(Event::Typing {
+            room: room(),
+            from: from.into_owned(),
+            active,
+        }),
+        ServerFrame::Read { from, seq } => inner.emit(Event::Read {
+            room: room(),
+            from: from.into_owned(),
+            seq,
+        }),
+        ServerFrame::Unsent { seq, by } => inner.emit(Event::Unsent {
+            room: room(),
+            seq,
+            by: by.into_owned(),
+        }),
+        ServerFrame::Kicked { by } => {
+            inner.state().ended = Some(Ended::Kicked {
+                by: by.into_owned(),
+            })
+        }
+        ServerFrame::RoomDeleted => inner.state().ended = Some(Ended::Deleted),
+        ServerFrame::Error {
+            code,
+            message,
+            txn,
+            retry_after_ms,
+        } => {
+            let waiter = txn.and_then(|t| inner.state().pending.remove(t.as_ref()));
+            match waiter {
+                Some(waiter) if ErrorCode::parse(&code) == Some(ErrorCode::RateLimited) => {
+                    let _ = waiter.send(Echo::RateLimited(retry_after_ms.unwrap_or(1000)));
+                }
+                Some(waiter) => {
+                    let _ = waiter.send(Echo::Failed(code.into_owned()));
+                }
+                None => inner.emit(Event::Notice {
+                    room: room(),
+                    code: code.into_owned(),
+                    message: message.into_owned(),
+                }),
+            }
+        }
+        ServerFrame::Welcome { .. } | ServerFrame::Pong { .. } => {}
+    }
+}
+
+/// A `message` or `dm`: resolves the sender's wait for its echo, then opens the envelope with
+/// the room key or the pair's DM key. A plaintext whose `from` is not the sender's name is
+/// someone else's words replayed: it reads as undecryptable.
+fn relayed(
+    inner: &Inner,
+    seq: u64,
+    ts: i64,
+    from: String,
+    to: Option<String>,
+    txn: &str,
+    body: &Value,
+) {
+    let room = inner.room_id.clone();
+    let mut state = inner.state();
+    if let Some(waiter) = state.pending.remove(txn) {
+        let _ = waiter.send(Echo::Done(seq));
+    }
+    let key = match &to {
+        None => Some(inner.enc),
+        Some(to) => {
+            let other = if from == state.name { to } else { &from };
+            let other = other.clone();
+            inner.dm_key(&mut state, &other)
+        }
+    };
+    let plain = key
+        .and_then(|key| crypto::open::<Plain>(&key, &inner.room_id, body).ok())
+        .filter(|p| p.from == from);
+    let event = match plain {
+        Some(Plain {
+            text: Some(text),
+            file: None,
+            ..
+        }) => Some(Event::Message {
+            room,
+            seq,
+            ts,
+            from,
+            to,
+            text,
+        }),
+        Some(Plain {
+            file: Some(chunk), ..
+        }) => state.files.add(room, seq, ts, from, to, chunk),
+        _ => Some(Event::Undecryptable { room, seq, from }),
+    };
+    drop(state);
+    if let Some(event) = event {
+        inner.emit(event);
+    }
+}

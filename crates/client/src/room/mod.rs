@@ -1,0 +1,326 @@
+//! One joined room, for a client: the keys, what it sends, and what happens in the room as
+//! typed [`Event`]s. Several rooms can feed one event channel.
+//!
+//! - [`events`]: what the room tells its user, and why things fail.
+//! - `connection`: connecting, joining, the writer task, reconnects.
+//! - `dispatch`: each server frame, matched on its type.
+//! - `files`: the chunks of a file and their assembly.
+
+mod connection;
+mod dispatch;
+pub mod events;
+mod files;
+
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use ephemera_protocol::{
+    crypto::{self, DmKeys, Envelope, RoomSecrets},
+    ClientFrame,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+
+pub use connection::socket_config;
+pub use events::{Ended, Event, JoinError, Member, SendError};
+pub use files::{FileChunk, Plain, FILE_CHUNK};
+
+use super::api::Api;
+use files::Assembly;
+
+/// How long a send waits for its echo.
+const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a send's wait for its echo ends with.
+enum Echo {
+    Done(u64),
+    RateLimited(u64),
+    Failed(String),
+}
+
+/// A client frame as the text a socket sends.
+fn to_text<B: Serialize>(frame: &ClientFrame<'_, B>) -> Message {
+    // unwrap: client frames hold strings, numbers and envelopes, which always serialise.
+    #[allow(clippy::unwrap_used)]
+    Message::text(serde_json::to_string(frame).unwrap())
+}
+
+/// A room's state, behind one mutex held for a frame's handling or a send's setup, never across
+/// an `.await`.
+struct State {
+    name: String,
+    admin: bool,
+    members: Vec<Member>,
+    session: Option<String>,
+    /// The writer task's channel, while a socket is attached.
+    out: Option<mpsc::UnboundedSender<Message>>,
+    /// Sends waiting for their echo, by `txn`; each is answered or dropped at a disconnect.
+    pending: HashMap<String, oneshot::Sender<Echo>>,
+    files: Assembly,
+    dm_keys: HashMap<String, (String, [u8; 32])>,
+    ended: Option<Ended>,
+}
+
+struct Inner {
+    api: Api,
+    room_id: String,
+    enc: [u8; 32],
+    auth: String,
+    dm: DmKeys,
+    admin_password: Option<String>,
+    state: Mutex<State>,
+    events: mpsc::UnboundedSender<Event>,
+    txn: AtomicU64,
+    leaving: AtomicBool,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn dm_key(&self, state: &mut State, other: &str) -> Option<[u8; 32]> {
+        let pubkey = state
+            .members
+            .iter()
+            .find(|m| m.name == other)?
+            .pubkey
+            .clone()?;
+        if let Some((known, key)) = state.dm_keys.get(other) {
+            if *known == pubkey {
+                return Some(*key);
+            }
+        }
+        let (_, key) = self
+            .dm
+            .dm_key(&pubkey, &self.room_id, &state.name, other)
+            .ok()?;
+        state.dm_keys.insert(other.to_owned(), (pubkey, key));
+        Some(key)
+    }
+}
+
+/// A room this client is in. Dropping it leaves the room.
+pub struct RoomClient {
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RoomClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RoomClient {
+    /// Derives the keys (off the executor), connects and joins. Events go to `events`.
+    pub async fn join(
+        api: &Api,
+        room_id: &str,
+        room_key: &str,
+        name: &str,
+        admin_password: Option<&str>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<Self, JoinError> {
+        let (id, key) = (room_id.to_owned(), room_key.to_owned());
+        let secrets = tokio::task::spawn_blocking(move || RoomSecrets::derive(&id, &key))
+            .await
+            .map_err(|e| JoinError::Connect(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            api: api.clone(),
+            room_id: room_id.to_owned(),
+            enc: secrets.enc,
+            auth: secrets.auth_b64(),
+            dm: DmKeys::generate(),
+            admin_password: admin_password.map(str::to_owned),
+            state: Mutex::new(State {
+                name: name.to_owned(),
+                admin: false,
+                members: Vec::new(),
+                session: None,
+                out: None,
+                pending: HashMap::new(),
+                files: Assembly::default(),
+                dm_keys: HashMap::new(),
+                ended: None,
+            }),
+            events,
+            txn: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
+        });
+        let socket = connection::connect(&inner).await?;
+        let task = tokio::spawn(connection::run(
+            inner.clone(),
+            connection::attach(&inner, socket),
+        ));
+        Ok(Self { inner, task })
+    }
+
+    pub fn room_id(&self) -> &str {
+        &self.inner.room_id
+    }
+
+    /// This member's name as the room spells it.
+    pub fn name(&self) -> String {
+        self.inner.state().name.clone()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.inner.state().admin
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.state().members.clone()
+    }
+
+    /// The room key's fingerprint, as the web client shows it.
+    pub fn fingerprint(&self) -> String {
+        crypto::fingerprint("ephemera/v1/fp/room", &self.inner.enc)
+    }
+
+    /// The DM key's fingerprint with `other`, as the web client shows it.
+    pub fn dm_fingerprint(&self, other: &str) -> Option<String> {
+        let mut state = self.inner.state();
+        let key = self.inner.dm_key(&mut state, other)?;
+        Some(crypto::fingerprint("ephemera/v1/fp/dm", &key))
+    }
+
+    async fn send_sealed(&self, to: Option<&str>, plain: Plain) -> Result<u64, SendError> {
+        loop {
+            let txn = format!("c{}", self.inner.txn.fetch_add(1, Ordering::Relaxed));
+            let (tx, rx) = oneshot::channel();
+            let (out, frame) = {
+                let mut state = self.inner.state();
+                let out = state.out.clone().ok_or(SendError::Disconnected)?;
+                let key = match to {
+                    None => self.inner.enc,
+                    Some(name) => self
+                        .inner
+                        .dm_key(&mut state, name)
+                        .ok_or(SendError::NoSuchMember)?,
+                };
+                let body: Envelope =
+                    crypto::seal(&key, &self.inner.room_id, &plain, crypto::random_iv());
+                let wire_txn = Cow::Borrowed(txn.as_str());
+                let frame = match to {
+                    None => to_text(&ClientFrame::Send {
+                        txn: wire_txn,
+                        body,
+                    }),
+                    Some(name) => to_text(&ClientFrame::Dm {
+                        to: name.into(),
+                        txn: wire_txn,
+                        body,
+                    }),
+                };
+                state.pending.insert(txn.clone(), tx);
+                (out, frame)
+            };
+            out.send(frame).map_err(|_| SendError::Disconnected)?;
+            match tokio::time::timeout(ECHO_TIMEOUT, rx).await {
+                Ok(Ok(Echo::Done(seq))) => return Ok(seq),
+                Ok(Ok(Echo::RateLimited(ms))) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
+                Ok(Ok(Echo::Failed(code))) => return Err(SendError::Refused(code)),
+                _ => {
+                    self.inner.state().pending.remove(&txn);
+                    return Err(SendError::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Sends a text to the room (or privately to `to`); returns its `seq` once echoed.
+    pub async fn send_text(&self, to: Option<&str>, text: &str) -> Result<u64, SendError> {
+        let plain = Plain {
+            from: self.name(),
+            to: to.map(str::to_owned),
+            kind: "text".into(),
+            text: Some(text.to_owned()),
+            file: None,
+        };
+        self.send_sealed(to, plain).await
+    }
+
+    /// Sends a file in chunks, one after the other's echo; returns every chunk's `seq`.
+    pub async fn send_file(
+        &self,
+        to: Option<&str>,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<u64>, SendError> {
+        let id = crypto::random_key(16);
+        let total = bytes.len().div_ceil(FILE_CHUNK).max(1);
+        let mut seqs = Vec::with_capacity(total);
+        for index in 0..total {
+            let chunk = &bytes[(index * FILE_CHUNK).min(bytes.len())
+                ..((index + 1) * FILE_CHUNK).min(bytes.len())];
+            let plain = Plain {
+                from: self.name(),
+                to: to.map(str::to_owned),
+                kind: "file".into(),
+                text: None,
+                file: Some(FileChunk {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    mime: mime.to_owned(),
+                    size: bytes.len() as u64,
+                    index: index as u32,
+                    total: total as u32,
+                    data: crypto::encode_b64url(chunk),
+                }),
+            };
+            seqs.push(self.send_sealed(to, plain).await?);
+        }
+        Ok(seqs)
+    }
+
+    fn push(&self, message: Message) -> Result<(), SendError> {
+        let out = self
+            .inner
+            .state()
+            .out
+            .clone()
+            .ok_or(SendError::Disconnected)?;
+        out.send(message).map_err(|_| SendError::Disconnected)
+    }
+
+    fn send_frame(&self, frame: ClientFrame<'_, ()>) -> Result<(), SendError> {
+        self.push(to_text(&frame))
+    }
+
+    pub fn unsend(&self, seq: u64) -> Result<(), SendError> {
+        self.send_frame(ClientFrame::Unsend { seq: Some(seq) })
+    }
+
+    pub fn kick(&self, name: &str) -> Result<(), SendError> {
+        self.send_frame(ClientFrame::Kick { name: name.into() })
+    }
+
+    pub fn delete_room(&self) -> Result<(), SendError> {
+        self.send_frame(ClientFrame::DeleteRoom)
+    }
+
+    /// Leaves the room with a normal close.
+    pub fn leave(&self) {
+        self.inner.leaving.store(true, Ordering::Release);
+        let _ = self.push(Message::Close(Some(CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        })));
+    }
+}
