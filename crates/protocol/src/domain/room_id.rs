@@ -22,9 +22,15 @@ impl RoomId {
         }
     }
 
-    /// A random 16-character ID (12 random bytes): too many to guess.
+    /// A random 16-character ID (12 random bytes): too many to guess. It never starts with `-`,
+    /// which a command line would take for a flag (`ephemera-cli join -x…`).
     pub fn random() -> Self {
-        Self(encode_b64url(&rand::random::<[u8; 12]>()))
+        loop {
+            let id = encode_b64url(&rand::random::<[u8; 12]>());
+            if !id.starts_with('-') {
+                return Self(id);
+            }
+        }
     }
 }
 
@@ -43,6 +49,15 @@ impl fmt::Debug for RoomId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_ids_are_valid_and_never_read_as_flags() {
+        for _ in 0..2000 {
+            let id = RoomId::random();
+            assert!(RoomId::parse(id.as_ref()).is_ok());
+            assert!(!id.as_ref().starts_with('-'));
+        }
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet_and_lengths() {

@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use ephemera_client::{crypto, terminal, Api, ApiError, Ended, JoinError, RoomClient, SendError};
-use ephemera_protocol::ErrorCode;
+use ephemera_protocol::{domain::RoomId, ErrorCode};
 use tokio::sync::mpsc;
 
 /// Exit codes, one per way a visit can end (documented in the README).
@@ -261,7 +261,7 @@ async fn create(
     title: Option<&str>,
     listed: bool,
 ) -> Result<u8, Fail> {
-    let room_id = room.map_or_else(|| crypto::random_key(16), str::to_owned);
+    let room_id = room.map_or_else(|| RoomId::random().as_ref().to_owned(), str::to_owned);
     let proposed = crypto::random_key(22);
     let mut key = if cli.key_file.is_some() || std::env::var_os("EPHEMERA_ROOM_KEY").is_some() {
         room_key(cli, &room_id)?
