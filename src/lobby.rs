@@ -41,9 +41,13 @@ pub struct Page {
 
 #[derive(Default)]
 pub struct Lobby {
+    /// Every listed room, by ID (a shard lock for one insert, removal or read). Bounded by the
+    /// store's listed rooms: rooms are created through the per-address creation allowance.
     rooms: DashMap<RoomId, Listing>,
     /// Until the store has been read once, the lobby shows only the listed rooms that are live.
     loaded: std::sync::atomic::AtomicBool,
+    /// The sorted page source, rebuilt at most once a second; locked only to swap or clone the
+    /// `Arc`, never while sorting.
     snapshot: Mutex<Option<(Instant, Arc<Vec<Entry>>)>>,
 }
 

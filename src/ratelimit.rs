@@ -80,6 +80,8 @@ impl Bucket {
 
 /// One bucket per key, created full on first use.
 pub struct KeyedLimiter<K: Eq + Hash> {
+    /// A shard lock for one take; entries that have refilled are pruned every minute, so the map
+    /// holds only the keys active in the last window.
     buckets: DashMap<K, Bucket>,
     capacity: u64,
     window: Duration,
@@ -138,9 +140,11 @@ pub struct Limiters {
     failed_per_room: KeyedLimiter<RoomId>,
     creates_per_address: KeyedLimiter<AddressKey>,
     lobby_per_address: KeyedLimiter<AddressKey>,
-    /// argon2 runs waiting or running, per address.
+    /// argon2 runs waiting or running, per address; an entry lives while its count is above
+    /// zero (a shard lock per claim and release).
     hashing: DashMap<AddressKey, usize>,
-    /// Attempts that hold a failed-attempt token and have not been decided yet, per address.
+    /// Attempts that hold a failed-attempt token and have not been decided yet, per address;
+    /// the same life as `hashing`.
     deciding: DashMap<AddressKey, usize>,
     hashes_per_address: usize,
     pub sockets: Arc<Sockets>,
@@ -371,6 +375,8 @@ pub enum Full {
 /// The sockets held, in all and per client address; see [`Sockets::open`].
 pub struct Sockets {
     total: AtomicUsize,
+    /// An entry per address holding a socket, removed with its last one (a shard lock per open,
+    /// join and close).
     per_address: DashMap<AddressKey, Held>,
     max_total: usize,
     max_per_address: usize,

@@ -99,6 +99,8 @@ impl Worker {
 /// everyone else's. The threads end when the last handle is dropped.
 #[derive(Clone)]
 pub struct Hasher {
+    /// To the hashing threads, which share its receiving end behind a mutex that one idle
+    /// thread holds while it waits for the next job. Unbounded as a channel; `pending` bounds it.
     jobs: std::sync::mpsc::Sender<Job>,
     /// Runs waiting or running.
     pending: Arc<AtomicUsize>,

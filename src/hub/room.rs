@@ -171,8 +171,12 @@ pub struct Room {
     limits: Limits,
     /// The hub's map, which the room leaves when it empties.
     registry: Weak<Registry>,
-    /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`].
+    /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`]. Held
+    /// for a comparison, by joins only.
     extended: Mutex<Option<Instant>>,
+    /// Members, `seq` and the unsend memory: held by one operation at a time (a relay, a join,
+    /// a leave), never across an `.await`; a relay holds it while it pushes to every member's
+    /// queue, so the room's frames reach everyone in one order. Taken before the hub's map.
     state: Mutex<RoomState>,
 }
 

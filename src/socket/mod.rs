@@ -18,6 +18,8 @@ mod decoder;
 mod origin;
 mod outbox;
 mod reader;
+#[cfg(test)]
+mod tests;
 mod upgrade;
 
 use std::{future::Future, net::IpAddr, sync::Arc};

@@ -80,6 +80,9 @@ struct Queue {
 
 struct Shared {
     limits: Arc<QueueLimits>,
+    /// Held by a push (the room's lock is held around it, so a room's relay takes each member's
+    /// queue in turn) and by the writer while it encodes a chunk of at most [`CHUNK_BYTES`];
+    /// bounded by [`QueueLimits`].
     queue: Mutex<Queue>,
     /// Wakes the session when the socket starts closing, whatever the reason, so that a kick, a
     /// delete or an overflow ends the session at once.

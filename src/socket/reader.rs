@@ -84,6 +84,12 @@ impl Inbound {
         }
     }
 
+    /// The read buffer's capacity, for the tests of the idle footprint.
+    #[cfg(test)]
+    pub(super) fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Sets the size bound for the messages to come: small until the join, whose frame is.
     pub fn set_limit(&mut self, max_bytes: usize) {
         self.decoder.set_limit(max_bytes);

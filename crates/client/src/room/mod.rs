@@ -77,8 +77,12 @@ struct Inner {
     dm: DmKeys,
     admin_password: Option<String>,
     state: Mutex<State>,
+    /// To the user of the room. Unbounded: a user that stops reading events stops reading its
+    /// terminal too; each event is one frame's worth, and files arrive assembled once.
     events: mpsc::UnboundedSender<Event>,
+    /// The next `txn`.
     txn: AtomicU64,
+    /// Set by `leave`, so that the close that follows ends the room instead of a reconnect.
     leaving: AtomicBool,
 }
 
