@@ -75,11 +75,11 @@ async function connected(page) {
 
 const messages = (page) => page.locator('#messages');
 
-test('key derivation, envelopes and DM keys match the contract vectors in the browser', async () => {
+test('key derivation, envelopes, DM keys and final closes match the contract in the browser', async () => {
   const { page, context } = await person();
   await page.goto(base);
   const got = await page.evaluate(async () => {
-    const c = globalThis.ephemeraCrypto;
+    const c = await import('/js/crypto.js');
     const rows = [];
     for (const [id, key] of [['team-42', 'correct horse'], ['Zq3xv9LmN0pQrS7t', 'k9JvT2mQ8xR4wY6zB1nC5a']]) {
       const s = await c.deriveRoomSecrets(id, key);
@@ -98,7 +98,11 @@ test('key derivation, envelopes and DM keys match the contract vectors in the br
     }, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
     const bob = 'BLy5ei9_ep2rpo8OBY4a_ZNaLnIG40GMl49f7SuarDnezTyp-Tcv7rKuO-a8gil0u5aazGuhOoUFZkrQPR4-NPU';
     const dm = await c.dmKeyRaw(alicePriv, bob, 'team-42', 'bob', 'alice');
-    return { rows, ct: envelope.ct, iv: envelope.iv, opened, secret: c.hex(dm.secret), dmKey: c.hex(dm.key) };
+    // The closes after which a client does not come back, by the contract's rule.
+    const p = await import('/js/protocol.js');
+    const final = [1000, 1001, 1006, 1011, 1013, 4400, 4401, 4403, 4404, 4409, 4410, 4413, 4422, 4429, 4503]
+      .filter((code) => p.isFinal(code));
+    return { rows, ct: envelope.ct, iv: envelope.iv, opened, secret: c.hex(dm.secret), dmKey: c.hex(dm.key), final };
   });
   assert.deepEqual(got.rows, [
     { master: '06f708ad03a0ad27d9dccb18ec02343b857ef206182c271972d1df654719d8d1', auth: 'QI2MuN_h4umuzgDv7fuYPzUPs2a7-rq_52HxKATzSZk', enc: '515b6b9575f599f3b175b0dcda5c6adf051782b81f44e8ac0a82c9a85337b02d' },
@@ -109,6 +113,7 @@ test('key derivation, envelopes and DM keys match the contract vectors in the br
   assert.deepEqual(got.opened, { from: 'alice', kind: 'text', text: 'hi' });
   assert.equal(got.secret, 'a2f8fe9b57581bbb78d34e77b3fa8b088039c228a1559ef435b60de380505488');
   assert.equal(got.dmKey, '003564b11ce1bf34b72ec2f06e95f4cce851d03f7ed28d9e2d3dcb18d8ebad4d');
+  assert.deepEqual(got.final, [1000, 4400, 4401, 4403, 4404, 4409, 4410, 4413, 4422, 4429, 4503]);
   await context.close();
 });
 
@@ -181,7 +186,7 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   const rogue = await person();
   await rogue.page.goto(base);
   await rogue.page.evaluate(async ({ roomKey }) => {
-    const c = globalThis.ephemeraCrypto;
+    const c = await import('/js/crypto.js');
     const { auth: proof } = await c.deriveRoomSecrets('browser-room', roomKey);
     const wrongKey = await c.aesKey(crypto.getRandomValues(new Uint8Array(32)));
     const body = await c.seal(wrongKey, 'browser-room', { from: 'mallory', kind: 'text', text: 'garbage' });
@@ -337,7 +342,7 @@ test('the key leaves the address bar once read, and no member can slip chunks in
   const bob = await person();
   await bob.page.goto(base);
   await bob.page.evaluate(async ({ key }) => {
-    const c = globalThis.ephemeraCrypto;
+    const c = await import('/js/crypto.js');
     const { auth } = await c.deriveRoomSecrets('chunk-room', key);
     const r = await fetch('/api/rooms', {
       method: 'POST',
@@ -359,7 +364,7 @@ test('the key leaves the address bar once read, and no member can slip chunks in
   const sockets = await person();
   await sockets.page.goto(base);
   await sockets.page.evaluate(async ({ key }) => {
-    const c = globalThis.ephemeraCrypto;
+    const c = await import('/js/crypto.js');
     const room = 'chunk-room';
     const { auth, enc } = await c.deriveRoomSecrets(room, key);
     const k = await c.aesKey(enc);
@@ -392,4 +397,28 @@ test('the key leaves the address bar once read, and no member can slip chunks in
   assert.equal(readFileSync(await download.path(), 'utf8'), 'GOODGOOD');
   assert.equal(await messages(bob.page).getByText('Download evil.html').count(), 0);
   for (const p of [bob, sockets]) await p.context.close();
+});
+
+test('a refused join ends with the words for its error code, and no reconnect', async () => {
+  const key = 'right key here';
+  const eve = await person();
+  await eve.page.goto(base);
+  await eve.page.evaluate(async ({ key }) => {
+    const c = await import('/js/crypto.js');
+    const { auth } = await c.deriveRoomSecrets('refusal-room', key);
+    const r = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room_id: 'refusal-room', auth, admin_password: 'refusal-admin-1' }),
+    });
+    if (r.status !== 201) throw new Error(await r.text());
+  }, { key });
+  await eve.page.goto(`${base}/r/refusal-room#key=${encodeURIComponent('a wrong key')}`);
+  await eve.page.fill('#join-name', 'eve');
+  await eve.page.click('#panel-join button[type=submit]');
+  await eve.page.locator('#room-notice', { hasText: 'Wrong room key or admin password.' }).waitFor();
+  await eve.page.waitForTimeout(1500);
+  const joins = eve.frames.filter((f) => f.includes('"type":"join"'));
+  assert.equal(joins.length, 1, 'a final close is not retried');
+  await eve.context.close();
 });

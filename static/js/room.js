@@ -1,0 +1,402 @@
+// The room view: one joined room's members, messages, files, typing and read marks, and what
+// the member sends. Everything said is sealed here with keys derived here; the server sees only
+// the `auth` proof and envelopes. The socket is the Connection's (transport.js), and files in
+// chunks are files.js's.
+
+import * as c from './crypto.js';
+import { $, el, time } from './dom.js';
+import { chunks, Incoming } from './files.js';
+import { Connection } from './transport.js';
+
+export class Room {
+  constructor({ roomId, key, name, adminPassword }) {
+    Object.assign(this, { roomId, key, name, adminPassword });
+    this.members = new Map(); // name -> {name, admin, pubkey}
+    this.dmKeys = new Map(); // other name -> Promise<{key, fp}>
+    this.messages = new Map(); // seq -> {node, own, file}
+    this.files = new Incoming(this);
+    this.readers = new Map(); // name -> highest seq read
+    this.typers = new Map(); // name -> timer
+    this.dmTo = null;
+    this.unread = 0;
+    this.ended = false;
+    this.pendingSends = new Map(); // txn -> resolve
+    this.txn = 0;
+    this.connection = new Connection({
+      roomId,
+      join: () => {
+        const join = { name: this.name, auth: this.auth, pubkey: this.pubkey };
+        if (this.adminPassword) join.admin_password = this.adminPassword;
+        return join;
+      },
+      onFrame: (frame) => this.onFrame(frame),
+      onEnd: (text) => this.end(text),
+      onState: (text, online) => this.state(text, online),
+    });
+  }
+
+  async start() {
+    $('room-title').textContent = this.roomId;
+    document.title = `${this.roomId} · Ephemera`;
+    this.state('deriving keys…');
+    const secrets = await c.deriveRoomSecrets(this.roomId, this.key);
+    this.auth = secrets.auth;
+    this.encKey = await c.aesKey(secrets.enc);
+    $('room-fp').textContent = await c.fingerprint('ephemera/v1/fp/room', secrets.enc);
+    const pair = await c.dmKeyPair();
+    this.privateKey = pair.privateKey;
+    this.pubkey = pair.pubkey;
+    this.bindUi();
+    this.connection.open();
+  }
+
+  state(text, online = false) {
+    $('conn-state').textContent = text;
+    $('conn-state').dataset.state = online ? 'online' : 'offline';
+  }
+
+  end(text) {
+    this.ended = true;
+    this.state('disconnected');
+    const notice = $('room-notice');
+    notice.textContent = text;
+    notice.hidden = false;
+    $('compose').disabled = true;
+    this.connection.close();
+  }
+
+  send(frame) {
+    this.connection.send(frame);
+  }
+
+  nextTxn() {
+    this.txn += 1;
+    return `${Date.now().toString(36)}-${this.txn}`;
+  }
+
+  // -------------------------------------------------- incoming
+
+  async onFrame(f) {
+    switch (f.type) {
+      case 'welcome': return this.onWelcome(f);
+      case 'message': return this.onMessage(f, false);
+      case 'dm': return this.onMessage(f, true);
+      case 'bot': return this.onBot(f);
+      case 'typing': return this.onTyping(f);
+      case 'read': return this.onRead(f);
+      case 'unsent': return this.onUnsent(f);
+      case 'members': return this.setMembers(f.members);
+      case 'kicked': return this.end(`You were removed from the room by ${f.by}.`);
+      case 'room_deleted': return this.end('The room was deleted by its admin. Nothing said in it remains.');
+      case 'error': return this.onError(f);
+      default: return undefined;
+    }
+  }
+
+  onWelcome(f) {
+    const again = this.welcomed === true;
+    this.welcomed = true;
+    this.admin = f.you.admin;
+    this.name = f.you.name;
+    this.limits = f.limits;
+    $('delete-room-btn').hidden = !this.admin;
+    this.setMembers(f.members);
+    this.state('connected', true);
+    if (again) this.notice('Reconnected.');
+    $('compose').focus();
+  }
+
+  setMembers(list) {
+    this.members = new Map(list.map((m) => [m.name, m]));
+    this.renderMembers();
+  }
+
+  renderMembers() {
+    const items = [...this.members.values()].map((m) => {
+      const me = m.name === this.name;
+      const fp = el('span', { class: 'fp' });
+      if (!me && m.pubkey) this.dmKey(m.name).then((k) => { fp.textContent = `DM key ${k.fp}`; }).catch(() => { fp.textContent = 'DM key unusable'; });
+      return el('li', {},
+        el('span', { class: 'who' }, el('strong', {}, m.name), me ? ' (you)' : '', m.admin ? el('span', { class: 'badge' }, 'admin') : ''),
+        fp,
+        !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.startDm(m.name), 'aria-label': `Private message to ${m.name}` }, 'DM') : '',
+        !me && this.admin ? el('button', { type: 'button', class: 'danger', onclick: () => this.kick(m.name), 'aria-label': `Remove ${m.name}` }, 'Remove') : '',
+      );
+    });
+    $('member-list').replaceChildren(...items);
+    $('member-count').textContent = `(${this.members.size})`;
+  }
+
+  dmKey(other) {
+    if (!this.dmKeys.has(other)) {
+      const them = this.members.get(other);
+      const promise = (async () => {
+        const { key } = await c.dmKeyRaw(this.privateKey, them.pubkey, this.roomId, this.name, other);
+        return { key: await c.aesKey(key), fp: await c.fingerprint('ephemera/v1/fp/dm', key), pubkey: them.pubkey };
+      })();
+      this.dmKeys.set(other, promise);
+    }
+    return this.dmKeys.get(other);
+  }
+
+  async onMessage(f, dm) {
+    const own = f.from === this.name;
+    const other = dm ? (own ? f.to : f.from) : null;
+    let plain;
+    try {
+      const key = dm ? (await this.dmKey(other)).key : this.encKey;
+      plain = await c.open(key, this.roomId, f.body);
+      if (plain.from !== f.from) throw new Error('sender mismatch');
+    } catch {
+      plain = null;
+    }
+    this.pendingSends.get(f.txn)?.(f);
+    this.pendingSends.delete(f.txn);
+    if (plain?.kind === 'file' && plain.file) this.files.chunk(f, plain.file, own, other);
+    else this.addMessage(f, plain, own, other);
+    if (!own) this.noticeIncoming(f.from);
+    this.markRead(f.seq);
+  }
+
+  addMessage(f, plain, own, other) {
+    const text = plain === null
+      ? '⚠ This message could not be decrypted.'
+      : typeof plain.text === 'string' ? plain.text : '(unsupported message)';
+    const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}${plain === null ? ' failed' : ''}`, 'data-seq': f.seq },
+      this.meta(f, own, other),
+      el('div', { class: 'text' }, text),
+    );
+    this.messages.set(f.seq, { node, own, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`, ts: f.ts });
+    this.append(node);
+  }
+
+  meta(f, own, other, seqs = [f.seq]) {
+    return el('div', { class: 'meta' },
+      el('strong', {}, own ? 'You' : f.from),
+      other ? el('span', {}, own ? `→ ${other} (private)` : '(private)') : '',
+      el('time', { datetime: new Date(f.ts).toISOString() }, time(f.ts)),
+      own ? el('button', { type: 'button', class: 'unsend', 'aria-label': 'Unsend this message', onclick: () => seqs.forEach((seq) => this.send({ type: 'unsend', seq })) }, 'Unsend') : '',
+    );
+  }
+
+  append(node) {
+    const list = $('messages');
+    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    list.append(node);
+    if (atEnd) list.scrollTop = list.scrollHeight;
+  }
+
+  onBot(f) {
+    if (f.event === 'join' && f.member) this.members.set(f.member.name, f.member);
+    if ((f.event === 'leave' || f.event === 'kick') && f.name) {
+      this.members.delete(f.name);
+      this.dmKeys.delete(f.name);
+      if (this.dmTo === f.name) this.endDm();
+    }
+    if (f.event !== 'welcome') this.renderMembers();
+    this.append(el('li', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts))));
+  }
+
+  onTyping(f) {
+    clearTimeout(this.typers.get(f.from));
+    if (f.active) this.typers.set(f.from, setTimeout(() => { this.typers.delete(f.from); this.renderTyping(); }, 6000));
+    else this.typers.delete(f.from);
+    this.renderTyping();
+  }
+
+  renderTyping() {
+    const names = [...this.typers.keys()];
+    $('typing').textContent = names.length === 0 ? '' : `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…`;
+  }
+
+  onRead(f) {
+    this.readers.set(f.from, Math.max(this.readers.get(f.from) || 0, f.seq));
+    this.renderSeen();
+  }
+
+  renderSeen() {
+    document.querySelectorAll('.seen').forEach((n) => n.remove());
+    const own = [...this.messages.entries()].filter(([, m]) => m.own && !m.unsent);
+    if (!own.length) return;
+    const [seq, last] = own[own.length - 1];
+    const who = [...this.readers.entries()].filter(([name, s]) => s >= seq && name !== this.name).map(([name]) => name);
+    if (who.length) last.node.append(el('div', { class: 'seen' }, `Seen by ${who.join(', ')}`));
+  }
+
+  onUnsent(f) {
+    const m = this.messages.get(f.seq);
+    if (!m) return;
+    if (m.file) this.files.unsent(m.file);
+    m.unsent = true;
+    m.node.classList.add('unsent');
+    m.node.replaceChildren(el('div', { class: 'text' }, f.by === (m.own ? this.name : null) ? 'You unsent a message.' : `A message was unsent by ${f.by}.`));
+    m.text = '(unsent)';
+    this.renderSeen();
+  }
+
+  onError(f) {
+    if (f.code === 'rate_limited' && f.txn && this.pendingSends.has(f.txn)) {
+      this.pendingSends.get(f.txn)({ retryAfter: f.retry_after_ms });
+      this.pendingSends.delete(f.txn);
+      return;
+    }
+    if (['bad_request', 'forbidden', 'no_such_member', 'no_such_message', 'rate_limited', 'store_unavailable'].includes(f.code)) {
+      this.notice(f.message);
+    }
+  }
+
+  notice(text) {
+    const node = el('li', { class: 'msg bot', role: 'status' }, text);
+    this.append(node);
+  }
+
+  noticeIncoming(from) {
+    if (!document.hidden) return;
+    this.unread += 1;
+    document.title = `(${this.unread}) ${this.roomId} · Ephemera`;
+    if ('Notification' in window && Notification.permission === 'granted') {
+      // The notification names the sender only: the text stays out of the system's logs.
+      new Notification('Ephemera', { body: `New message from ${from}`, tag: `ephemera-${this.roomId}` });
+    }
+  }
+
+  markRead(seq) {
+    this.lastSeq = Math.max(this.lastSeq || 0, seq);
+    if (document.hidden) return;
+    clearTimeout(this.readTimer);
+    this.readTimer = setTimeout(() => {
+      if (this.lastSeq > (this.readSent || 0)) {
+        this.readSent = this.lastSeq;
+        this.send({ type: 'read', seq: this.lastSeq });
+      }
+    }, 400);
+  }
+
+  // -------------------------------------------------- outgoing
+
+  async sealFor(plain) {
+    if (!this.dmTo) return { frame: { type: 'send' }, body: await c.seal(this.encKey, this.roomId, plain) };
+    const { key } = await this.dmKey(this.dmTo);
+    return { frame: { type: 'dm', to: this.dmTo }, body: await c.seal(key, this.roomId, { ...plain, to: this.dmTo }) };
+  }
+
+  /** Sends and waits for the echo; waits and tries again when rate limited. */
+  async sendSealed(plain) {
+    for (;;) {
+      const { frame, body } = await this.sealFor(plain);
+      const txn = this.nextTxn();
+      const echoed = new Promise((resolve) => this.pendingSends.set(txn, resolve));
+      this.send({ ...frame, txn, body });
+      const result = await Promise.race([echoed, new Promise((r) => setTimeout(() => r({ timeout: true }), 30000))]);
+      this.pendingSends.delete(txn);
+      if (!result.retryAfter) return result;
+      await new Promise((r) => setTimeout(r, result.retryAfter));
+    }
+  }
+
+  async sendText(text) {
+    this.stopTyping();
+    await this.sendSealed({ from: this.name, kind: 'text', text });
+  }
+
+  async sendFile(file) {
+    for await (const plain of chunks(file, this.name)) await this.sendSealed(plain);
+  }
+
+  startDm(name) {
+    this.dmTo = name;
+    $('dm-name').textContent = name;
+    $('dm-target').hidden = false;
+    $('compose').focus();
+  }
+
+  endDm() {
+    this.dmTo = null;
+    $('dm-target').hidden = true;
+  }
+
+  kick(name) {
+    if (confirm(`Remove ${name} from the room?`)) this.send({ type: 'kick', name });
+  }
+
+  typing() {
+    const now = Date.now();
+    if (!this.typingSince || now - this.typingSince > 3000) {
+      this.typingSince = now;
+      this.send({ type: 'typing', active: true });
+    }
+    clearTimeout(this.typingStop);
+    this.typingStop = setTimeout(() => this.stopTyping(), 4000);
+  }
+
+  stopTyping() {
+    clearTimeout(this.typingStop);
+    if (this.typingSince) {
+      this.typingSince = 0;
+      this.send({ type: 'typing', active: false });
+    }
+  }
+
+  exportConversation() {
+    const lines = [...$('messages').children].map((n) => n.innerText.replace(/\s*Unsend\s*/g, ' ').trim());
+    const blob = new Blob([`Ephemera · ${this.roomId} · exported ${new Date().toISOString()}\n\n${lines.join('\n')}\n`], { type: 'text/plain' });
+    const a = el('a', { href: URL.createObjectURL(blob), download: `ephemera-${this.roomId}-${new Date().toISOString().slice(0, 10)}.txt` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  }
+
+  bindUi() {
+    const compose = $('compose');
+    $('composer').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const text = compose.value;
+      if (!text.trim() || this.ended) return;
+      compose.value = '';
+      this.sendText(text);
+    });
+    compose.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        $('composer').requestSubmit();
+      }
+    });
+    compose.addEventListener('input', () => (compose.value ? this.typing() : this.stopTyping()));
+    $('dm-cancel').addEventListener('click', () => this.endDm());
+    $('file-input').addEventListener('change', async (e) => {
+      for (const file of e.target.files) await this.sendFile(file);
+      e.target.value = '';
+    });
+    $('file-input').previousElementSibling.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('file-input').click(); }
+    });
+    const list = $('messages');
+    list.addEventListener('dragover', (e) => { e.preventDefault(); list.classList.add('dragging'); });
+    list.addEventListener('dragleave', () => list.classList.remove('dragging'));
+    list.addEventListener('drop', async (e) => {
+      e.preventDefault();
+      list.classList.remove('dragging');
+      for (const file of e.dataTransfer.files) await this.sendFile(file);
+    });
+    $('export-btn').addEventListener('click', () => this.exportConversation());
+    $('notify-btn').addEventListener('click', async () => {
+      if ('Notification' in window) $('notify-btn').textContent = (await Notification.requestPermission()) === 'granted' ? 'Notifying' : 'Notify me';
+    });
+    $('members-toggle').addEventListener('click', () => {
+      const open = $('members').classList.toggle('open');
+      $('members-toggle').setAttribute('aria-expanded', String(open));
+    });
+    $('delete-room-btn').addEventListener('click', () => {
+      if (confirm('Delete this room for everyone? This cannot be undone.')) this.send({ type: 'delete_room' });
+    });
+    $('leave-btn').addEventListener('click', () => { this.ended = true; this.connection.close(1000); location.href = '/'; });
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden) {
+        this.unread = 0;
+        document.title = `${this.roomId} · Ephemera`;
+        if (this.lastSeq) this.markRead(this.lastSeq);
+      }
+    });
+  }
+}
+
