@@ -281,53 +281,45 @@ async fn admit(
     join: &JoinFrame<'_>,
     outbox: &Outbox,
 ) -> Result<Arc<Room>, Refusal> {
-    let outcome = enter(state, room, ip, conn, join, outbox).await;
+    let outcome: Result<Arc<Room>, Refusal> = async {
+        let request = JoinRequest::parse(join)?;
+        let mut attempt = state.limiters.attempt(AddressKey::of(ip), room.cloned());
+        attempt.check()?;
+        let Some(room_id) = room else {
+            // No such room can exist; the probe still counts.
+            attempt.charge()?;
+            return Err(ErrorCode::RoomNotFound.into());
+        };
+        let secrets = request.secrets();
+        let entry = request.entry(conn, outbox);
+        for _ in 0..JOIN_RETRIES {
+            let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
+            match state.hub.admit(room_id, &proven, &entry) {
+                Ok(room) => {
+                    // The room is live: a delete may take the turn now.
+                    drop(proven);
+                    if room.due_for_extension() {
+                        state.credentials.extend(&room.record.id_hash);
+                        if room.record.listed {
+                            let until = time::OffsetDateTime::now_utc() + state.config.room_ttl();
+                            state.lobby.extend(room_id, until);
+                        }
+                    }
+                    return Ok(room);
+                }
+                Err(Refused::Gone) => continue,
+                Err(Refused::Code(code)) => return Err(code.into()),
+            }
+        }
+        Err(ErrorCode::StoreUnavailable.into())
+    }
+    .await;
     let label = match &outcome {
         Ok(_) => "ok",
         Err(r) => r.code.as_str(),
     };
     state.metrics.joins.with_label_values(&[label]).inc();
     outcome
-}
-
-async fn enter(
-    state: &AppState,
-    room: Option<&RoomId>,
-    ip: IpAddr,
-    conn: ConnId,
-    join: &JoinFrame<'_>,
-    outbox: &Outbox,
-) -> Result<Arc<Room>, Refusal> {
-    let request = JoinRequest::parse(join)?;
-    let mut attempt = state.limiters.attempt(AddressKey::of(ip), room.cloned());
-    attempt.check()?;
-    let Some(room_id) = room else {
-        // No such room can exist; the probe still counts.
-        attempt.charge()?;
-        return Err(ErrorCode::RoomNotFound.into());
-    };
-    let secrets = request.secrets();
-    let entry = request.entry(conn, outbox);
-    for _ in 0..JOIN_RETRIES {
-        let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
-        match state.hub.admit(room_id, &proven, &entry) {
-            Ok(room) => {
-                // The room is live: a delete may take the turn now.
-                drop(proven);
-                if room.due_for_extension() {
-                    state.credentials.extend(&room.record.id_hash);
-                    if room.record.listed {
-                        let until = time::OffsetDateTime::now_utc() + state.config.room_ttl();
-                        state.lobby.extend(room_id, until);
-                    }
-                }
-                return Ok(room);
-            }
-            Err(Refused::Gone) => continue,
-            Err(Refused::Code(code)) => return Err(code.into()),
-        }
-    }
-    Err(ErrorCode::StoreUnavailable.into())
 }
 
 /// The member's send allowance: frames and bytes per 10 seconds.

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt as _;
 use mongodb::{
-    bson::{doc, DateTime},
+    bson::{doc, DateTime, Document},
     error::{ErrorKind, WriteFailure},
     options::{ClientOptions, IndexOptions},
     Client, Collection, IndexModel,
@@ -94,45 +94,37 @@ impl MongoStore {
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.rooms
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "id_hash": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .unique(true)
-                            .name("id_hash_unique".to_owned())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .map_err(failed)?;
-        self.rooms
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "expires_at": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .expire_after(Duration::ZERO)
-                            .name("expires_at_ttl".to_owned())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .map_err(failed)?;
+        self.ensure_index(
+            doc! { "id_hash": 1 },
+            IndexOptions::builder()
+                .unique(true)
+                .name("id_hash_unique".to_owned())
+                .build(),
+        )
+        .await?;
+        self.ensure_index(
+            doc! { "expires_at": 1 },
+            IndexOptions::builder()
+                .expire_after(Duration::ZERO)
+                .name("expires_at_ttl".to_owned())
+                .build(),
+        )
+        .await?;
         // The lobby is read at start-up by `listed`.
+        self.ensure_index(
+            doc! { "listed": 1, "expires_at": 1 },
+            IndexOptions::builder().name("listed".to_owned()).build(),
+        )
+        .await
+    }
+
+    async fn ensure_index(&self, keys: Document, options: IndexOptions) -> Result<(), StoreError> {
+        let index = IndexModel::builder().keys(keys).options(options).build();
         self.rooms
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "listed": 1, "expires_at": 1 })
-                    .options(IndexOptions::builder().name("listed".to_owned()).build())
-                    .build(),
-            )
+            .create_index(index)
             .await
-            .map_err(failed)?;
-        Ok(())
+            .map(drop)
+            .map_err(failed)
     }
 
     fn now() -> DateTime {
