@@ -173,6 +173,11 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
+    /// Seconds a member whose socket was lost (or closed with anything but 1000) stays in its
+    /// room, so that a reconnect with its `session` token is quiet; 0 announces leaves at once.
+    #[arg(long, env = "EPHEMERA_LEAVE_GRACE_SECS", default_value_t = 5)]
+    pub leave_grace_secs: u64,
+
     /// Seconds to drain on SIGTERM or Ctrl-C.
     #[arg(long, env = "EPHEMERA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -18,7 +18,7 @@ use crate::{
     address::AddressKey,
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Entry, Refused, Room},
+    hub::{ConnId, Departure, Entry, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame, Wire},
     ratelimit::{retry_after_ms, Bucket},
     socket::{Ended, Handler, Inbound, Incoming, Opened, Outbox},
@@ -48,7 +48,7 @@ fn end(outbox: &Outbox, incoming: &Incoming) -> Ended {
         Incoming::TooLarge => refuse(outbox, ErrorCode::FrameTooLarge),
         Incoming::InvalidUtf8 => outbox.close(close::INVALID_PAYLOAD, "invalid UTF-8"),
         Incoming::Malformed => refuse(outbox, ErrorCode::BadRequest),
-        Incoming::Close | Incoming::Gone => {
+        Incoming::Close(_) | Incoming::Gone => {
             outbox.close(close::NORMAL, "bye");
             return Ended::ByClient;
         }
@@ -57,6 +57,17 @@ fn end(outbox: &Outbox, incoming: &Incoming) -> Ended {
         }
     }
     Ended::ByServer
+}
+
+/// How a member leaves when its socket ends with `incoming`: at once after a goodbye (a close
+/// with 1000) or a protocol violation; after the leave grace when the socket was lost or closed
+/// in passing (a browser closes with 1001 when the page reloads).
+fn departure(incoming: &Incoming) -> Departure {
+    match incoming {
+        Incoming::Gone | Incoming::Close(None) => Departure::Lost,
+        Incoming::Close(Some(code)) if *code != close::NORMAL => Departure::Lost,
+        _ => Departure::Now,
+    }
 }
 
 /// The server is draining: the socket closes with 1001.
@@ -149,12 +160,12 @@ async fn run(state: &AppState, socket: Opened<'_>) -> Ended {
     // here, since the chat loop does not watch for the drain itself (one future fewer held by
     // every idle member).
     if state.stopping.is_cancelled() {
-        room.leave(conn);
+        room.leave(conn, Departure::Now);
         return shut_down(&outbox);
     }
     inbound.set_limit(state.config.max_frame_bytes);
-    let ended = chat(state, &room, conn, inbound, &outbox, &mut allowance).await;
-    room.leave(conn);
+    let (ended, departure) = chat(state, &room, conn, inbound, &outbox, &mut allowance).await;
+    room.leave(conn, departure);
     ended
 }
 
@@ -360,7 +371,7 @@ async fn chat(
     inbound: &mut Inbound,
     outbox: &Outbox,
     allowance: &mut Allowance,
-) -> Ended {
+) -> (Ended, Departure) {
     let ping_every = Duration::from_secs(state.config.ping_interval_secs);
     let idle_after = Duration::from_secs(state.config.idle_timeout_secs);
     let mut heartbeat =
@@ -370,11 +381,11 @@ async fn chat(
     loop {
         let incoming = tokio::select! {
             biased;
-            _ = outbox.closed() => return Ended::ByServer,
+            _ = outbox.closed() => return (Ended::ByServer, Departure::Lost),
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() >= idle_after {
                     outbox.close(close::GOING_AWAY, "idle timeout");
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Lost);
                 }
                 outbox.ping();
                 continue;
@@ -385,7 +396,7 @@ async fn chat(
             Incoming::Text(text) => text,
             Incoming::Ping(payload) => {
                 if !pace(allowance, payload.len(), outbox).await {
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Lost);
                 }
                 last_seen = Instant::now();
                 outbox.pong(payload);
@@ -393,7 +404,7 @@ async fn chat(
             }
             Incoming::Pong => {
                 if !pace(allowance, 0, outbox).await {
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Lost);
                 }
                 last_seen = Instant::now();
                 continue;
@@ -401,15 +412,15 @@ async fn chat(
             Incoming::Binary(len) => {
                 // Nothing the protocol takes, but it was read: it costs like any frame.
                 if !pace(allowance, len, outbox).await {
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Lost);
                 }
                 last_seen = Instant::now();
                 if bad_frame(&mut bad, None, outbox) {
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Now);
                 }
                 continue;
             }
-            other => return end(outbox, &other),
+            other => return (end(outbox, &other), departure(&other)),
         };
         last_seen = Instant::now();
         let frame = match ClientFrame::parse(&text) {
@@ -421,7 +432,7 @@ async fn chat(
             Ok(frame) => frame,
             Err(txn) => {
                 if bad_frame(&mut bad, txn.as_deref(), outbox) {
-                    return Ended::ByServer;
+                    return (Ended::ByServer, Departure::Now);
                 }
                 continue;
             }
@@ -442,7 +453,7 @@ async fn chat(
             // And the socket is not read until the allowance has refilled: a client that keeps
             // sending past it slows down itself, not the server.
             if !pause(wait, outbox).await {
-                return Ended::ByServer;
+                return (Ended::ByServer, Departure::Lost);
             }
             continue;
         }

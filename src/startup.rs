@@ -181,7 +181,11 @@ impl Application {
         });
         let state = AppState {
             lobby,
-            hub: Arc::new(Hub::new(metrics.clone(), limits)),
+            hub: Arc::new(Hub::new(
+                metrics.clone(),
+                limits,
+                Duration::from_secs(config.leave_grace_secs),
+            )),
             credentials,
             limiters,
             metrics,

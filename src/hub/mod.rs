@@ -10,14 +10,17 @@
 
 mod room;
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use dashmap::DashMap;
 
-pub use room::{ConnId, MemberId, Relayed, Room, SEQ_MEMORY};
+pub use room::{ConnId, Departure, MemberId, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
     credentials::{RoomRecord, Turn},
@@ -99,10 +102,12 @@ pub struct Hub {
     registry: Arc<Registry>,
     next_conn: AtomicU64,
     limits: Limits,
+    /// How long a member whose socket was lost stays, waiting for its reconnect.
+    leave_grace: Duration,
 }
 
 impl Hub {
-    pub fn new(metrics: Metrics, limits: Limits) -> Self {
+    pub fn new(metrics: Metrics, limits: Limits, leave_grace: Duration) -> Self {
         Self {
             registry: Arc::new(Registry {
                 rooms: DashMap::new(),
@@ -110,6 +115,7 @@ impl Hub {
             }),
             next_conn: AtomicU64::new(1),
             limits,
+            leave_grace,
         }
     }
 
@@ -163,6 +169,7 @@ impl Hub {
                     id.clone(),
                     record.clone(),
                     self.limits,
+                    self.leave_grace,
                     Arc::downgrade(&self.registry),
                 ))
             })
@@ -235,7 +242,7 @@ mod tests {
             bytes_per_10s: 0,
             max_members,
         };
-        Hub::new(Metrics::new(), limits)
+        Hub::new(Metrics::new(), limits, Duration::ZERO)
     }
 
     fn entry(hub: &Hub, name: &str, admin: bool) -> (Entry, Outbox) {
@@ -268,7 +275,7 @@ mod tests {
         let (alice, _) = entry(&hub, "alice", false);
         room.join(&alice).unwrap();
         let proven = Proven::Live(room.clone());
-        room.leave(alice.conn);
+        room.leave(alice.conn, Departure::Now);
         assert!(hub.live(&id).is_none());
         let (bob, _) = entry(&hub, "bob", false);
         assert_eq!(hub.admit(&id, &proven, &bob).err(), Some(Refused::Gone));
@@ -284,7 +291,7 @@ mod tests {
         let first = hub.open(&id, &record("h", "a")).unwrap();
         let (alice, _) = entry(&hub, "alice", false);
         first.join(&alice).unwrap();
-        first.leave(alice.conn);
+        first.leave(alice.conn, Departure::Now);
         let proven = Proven::Stored {
             record: record("h", "a"),
             turn: Turn::unheld(),
@@ -324,7 +331,7 @@ mod tests {
             hub.admit(&id, &proven, &bob).err(),
             Some(Refused::Code(ErrorCode::RoomFull))
         );
-        room.leave(alice.conn);
+        room.leave(alice.conn, Departure::Now);
         assert!(hub.live(&id).is_none());
     }
 
@@ -344,7 +351,7 @@ mod tests {
         let second = room.members_answer();
         assert_ne!(first.as_ptr(), second.as_ptr());
         assert!(second.contains("bob"));
-        room.leave(bob.conn);
+        room.leave(bob.conn, Departure::Now);
         assert!(!room.members_answer().contains("bob"));
     }
 

@@ -53,6 +53,9 @@ struct Member {
     pub pubkey: Option<PublicKey>,
     pub token: SessionToken,
     pub outbox: Outbox,
+    /// Its socket was lost: it stays for the room's leave grace, in case it comes back with its
+    /// `session` token; what is sent meanwhile does not reach it.
+    pub away: bool,
 }
 
 impl Member {
@@ -157,6 +160,16 @@ impl RoomState {
     }
 }
 
+/// How a member's socket ended, for [`Room::leave`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It said goodbye (a close with 1000) or broke the protocol: the others hear it at once.
+    Now,
+    /// It was lost, or closed in passing (1001 when a page reloads): the member stays for the
+    /// leave grace, and the others hear nothing if it comes back with its `session` token.
+    Lost,
+}
+
 /// Counts of what a relay delivered, for the metrics.
 pub struct Relayed {
     pub recipients: usize,
@@ -169,6 +182,7 @@ pub struct Room {
     /// store round trip, and keep working while the store is down.
     pub record: RoomRecord,
     limits: Limits,
+    leave_grace: Duration,
     /// The hub's map, which the room leaves when it empties.
     registry: Weak<Registry>,
     /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`]. Held
@@ -185,12 +199,14 @@ impl Room {
         id: RoomId,
         record: RoomRecord,
         limits: Limits,
+        leave_grace: Duration,
         registry: Weak<Registry>,
     ) -> Self {
         Self {
             id,
             record,
             limits,
+            leave_grace,
             registry,
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
@@ -247,6 +263,7 @@ impl Room {
                 old.admin = entry.admin;
                 old.pubkey = entry.pubkey.clone();
                 old.token = token.clone();
+                old.away = false;
                 state.roster_changed();
                 (i, false)
             }
@@ -263,6 +280,7 @@ impl Room {
                     pubkey: entry.pubkey.clone(),
                     token: token.clone(),
                     outbox: entry.outbox.clone(),
+                    away: false,
                 });
                 state.roster_changed();
                 (state.members.len() - 1, true)
@@ -291,12 +309,24 @@ impl Room {
     }
 
     /// A socket has closed: its member leaves (unless it was already removed, by a kick, a
-    /// delete or a reconnect), and an emptied room leaves the hub.
-    pub fn leave(self: &Arc<Self>, conn: ConnId) {
+    /// delete or a reconnect), and an emptied room leaves the hub. A lost socket's member leaves
+    /// only after the leave grace, if it has not come back by then.
+    pub fn leave(self: &Arc<Self>, conn: ConnId, departure: Departure) {
         let mut state = self.lock();
         let Some(index) = state.members.iter().position(|m| m.conn == conn) else {
             return;
         };
+        if departure == Departure::Lost && !self.leave_grace.is_zero() {
+            if !std::mem::replace(&mut state.members[index].away, true) {
+                let room = self.clone();
+                let grace = self.leave_grace;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    room.leave(conn, Departure::Now);
+                });
+            }
+            return;
+        }
         let gone = state.members.remove(index);
         state.roster_changed();
         let notice = bot::left(gone.name.as_ref(), state.members.len());

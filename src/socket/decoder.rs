@@ -20,7 +20,8 @@ pub enum Message {
     Binary(usize),
     Ping(Bytes),
     Pong,
-    Close,
+    /// A close frame, with its code when it has one.
+    Close(Option<u16>),
 }
 
 /// Why the stream cannot go on.
@@ -189,7 +190,10 @@ impl Decoder {
     /// Acts on one whole frame; returns a message when one is complete.
     fn frame(&mut self, h: &Header, payload: BytesMut) -> Result<Option<Message>, Violation> {
         let kind = match h.opcode {
-            0x8 => return Ok(Some(Message::Close)),
+            0x8 => {
+                let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                return Ok(Some(Message::Close(code)));
+            }
             // Copied: a pong that waits in the outbox must not hold the whole read buffer.
             0x9 => return Ok(Some(Message::Ping(Bytes::copy_from_slice(&payload)))),
             0xA => return Ok(Some(Message::Pong)),

@@ -18,7 +18,8 @@ pub enum Incoming {
     Binary(usize),
     Ping(Bytes),
     Pong,
-    Close,
+    /// The client's close frame, with its code when it has one.
+    Close(Option<u16>),
     /// Over the size limit, found from a frame's header.
     TooLarge,
     InvalidUtf8,
@@ -70,7 +71,7 @@ impl Inbound {
                         Message::Binary(len) => Incoming::Binary(len),
                         Message::Ping(payload) => Incoming::Ping(payload),
                         Message::Pong => Incoming::Pong,
-                        Message::Close => Incoming::Close,
+                        Message::Close(code) => Incoming::Close(code),
                     };
                 }
                 Ok(None) => {}

@@ -82,7 +82,7 @@ async fn past_the_connection_limit_a_socket_is_closed_with_1013() {
         .await;
     assert_eq!(alice.recv_type("message").await["body"], "still here");
 
-    drop(bob);
+    bob.close().await;
     alice.recv_type("bot").await;
     // The place is free once bob's session has ended, a moment after the bot's notice.
     let deadline = std::time::Instant::now() + WAIT;

@@ -401,11 +401,17 @@ impl Ws {
         }
     }
 
-    pub async fn close(mut self) {
+    /// Says goodbye: a close with 1000.
+    pub async fn close(self) {
+        self.close_with(CloseCode::Normal).await;
+    }
+
+    /// Closes with `code`, as a browser closes with 1001 when its page reloads.
+    pub async fn close_with(mut self, code: CloseCode) {
         let _ = self
             .inner
             .close(Some(CloseFrame {
-                code: CloseCode::Normal,
+                code,
                 reason: "".into(),
             }))
             .await;

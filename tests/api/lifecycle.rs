@@ -211,3 +211,72 @@ async fn sigterm_drains_the_binary_and_every_socket_gets_1001() {
     assert!(status.success(), "{status}");
     assert!(signalled.elapsed() < Duration::from_secs(5));
 }
+
+/// A member whose socket is lost (or closed with 1001, as a reloading page closes it) stays for
+/// the leave grace: when it comes back with its `session` token meanwhile, the others hear
+/// nothing at all, neither a leave nor a join.
+#[tokio::test]
+async fn a_member_back_within_the_leave_grace_is_never_announced() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let app = spawn_app_with(|c| c.leave_grace_secs = 3).await;
+    let room = app.room().await;
+    let (mut alice, _) = app.join(&room, "alice").await;
+    for how in ["lost", "reload"] {
+        let (bob, welcome) = app.join(&room, "bob").await;
+        alice.recv_type("bot").await;
+        let token = welcome["session"].as_str().unwrap().to_owned();
+        match how {
+            "lost" => drop(bob),
+            _ => bob.close_with(CloseCode::Away).await,
+        }
+        alice.silent_for(Duration::from_millis(1000)).await;
+        // Still a member: the name is not free to anyone without the token.
+        let mut other = app.connect(&room.id).await;
+        other
+            .send_json(&json!({ "type": "join", "name": "bob", "auth": room.auth }))
+            .await;
+        other.refused("name_taken", 4409).await;
+        let mut back = app.connect(&room.id).await;
+        back.send_json(
+            &json!({ "type": "join", "name": "bob", "auth": room.auth, "session": token }),
+        )
+        .await;
+        assert_eq!(back.recv_type("welcome").await["you"]["name"], "bob");
+        // Past the grace, and still nothing: the member came back.
+        alice.silent_for(Duration::from_millis(3500)).await;
+        back.close().await;
+        let left = alice.recv_type("bot").await;
+        assert_eq!(
+            (left["event"].as_str(), left["name"].as_str()),
+            (Some("leave"), Some("bob")),
+            "{how}"
+        );
+    }
+}
+
+/// A lost member that does not come back is announced once the grace has passed; one that says
+/// goodbye (1000) is announced at once.
+#[tokio::test]
+async fn a_lost_member_leaves_after_the_grace_and_a_goodbye_at_once() {
+    let app = spawn_app_with(|c| c.leave_grace_secs = 2).await;
+    let room = app.room().await;
+    let (mut alice, _) = app.join(&room, "alice").await;
+    let (bob, _) = app.join(&room, "bob").await;
+    alice.recv_type("bot").await;
+    let lost = Instant::now();
+    drop(bob);
+    let left = alice.recv_type("bot").await;
+    let waited = lost.elapsed();
+    assert_eq!(left["event"], "leave");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "announced after {waited:?}"
+    );
+
+    let (carol, _) = app.join(&room, "carol").await;
+    alice.recv_type("bot").await;
+    let gone = Instant::now();
+    carol.close().await;
+    assert_eq!(alice.recv_type("bot").await["event"], "leave");
+    assert!(gone.elapsed() < Duration::from_millis(1000));
+}

@@ -327,4 +327,12 @@ impl RoomClient {
             reason: "bye".into(),
         })));
     }
+
+    /// Leaves, and waits (at most `limit`) until the server has answered the close: a process
+    /// that exits right after leaving would otherwise drop the socket before its goodbye went
+    /// out, and the server would hold the member for its leave grace.
+    pub async fn leave_and_wait(mut self, limit: Duration) {
+        self.leave();
+        let _ = tokio::time::timeout(limit, &mut self.task).await;
+    }
 }

@@ -8,7 +8,7 @@
 mod output;
 mod slash;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use ephemera_client::{crypto, terminal, Api, ApiError, Ended, JoinError, RoomClient, SendError};
@@ -215,7 +215,7 @@ async fn run(cli: &Cli) -> Result<u8, Fail> {
             let client =
                 RoomClient::join(&api, room, &room_key(cli, room)?, name, None, tx).await?;
             let seq = client.send_text(None, &text.join(" ")).await?;
-            client.leave();
+            client.leave_and_wait(Duration::from_secs(2)).await;
             println!("sent #{seq}");
             Ok(0)
         }

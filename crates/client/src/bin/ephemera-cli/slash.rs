@@ -209,10 +209,10 @@ pub async fn interactive(
             }
         }
     }
-    for client in rooms.open.values() {
-        client.leave();
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let leaving = std::mem::take(&mut rooms.open)
+        .into_values()
+        .map(|client| client.leave_and_wait(std::time::Duration::from_secs(2)));
+    futures_util::future::join_all(leaving).await;
     Ok(last_code)
 }
 
