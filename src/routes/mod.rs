@@ -7,7 +7,7 @@ mod web;
 
 use std::time::Duration;
 
-use actix_web::{http::StatusCode, web as aweb, HttpResponse, ResponseError};
+use actix_web::{guard, http::StatusCode, web as aweb, HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::socket;
@@ -124,25 +124,32 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A route for `GET` and `HEAD`: every resource that answers `GET` answers `HEAD` with the same
+/// status and headers (actix-http leaves the body out).
+fn get() -> actix_web::Route {
+    aweb::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Registers every route; `/metrics` only when it is not served on an address of its own.
 pub fn configure(cfg: &mut aweb::ServiceConfig, static_dir: &std::path::Path, metrics: bool) {
     cfg.service(
         aweb::resource("/api/rooms")
             .route(aweb::post().to(rooms::create))
-            .route(aweb::get().to(rooms::list)),
+            .route(get().to(rooms::list)),
     )
     .service(aweb::resource("/api/rooms/{room_id}").route(aweb::delete().to(rooms::delete)))
-    .service(aweb::resource("/healthz").route(aweb::get().to(health::healthz)));
+    .service(aweb::resource("/healthz").route(get().to(health::healthz)));
     if metrics {
         configure_metrics(cfg);
     }
-    // Upgrades never reach the app: the HTTP service hands them to `socket::serve`.
+    // Upgrades never reach the app: the HTTP service hands them to `socket::serve`. A WebSocket
+    // handshake is a GET, so this resource alone answers HEAD with 405.
     cfg.service(aweb::resource("/ws/{room_id}").route(aweb::get().to(socket::without_upgrade)))
-        .service(aweb::resource("/r/{room_id}").route(aweb::get().to(web::room_page)))
+        .service(aweb::resource("/r/{room_id}").route(get().to(web::room_page)))
         .service(web::files(static_dir));
 }
 
 /// `/metrics` alone, for `--metrics-bind`.
 pub fn configure_metrics(cfg: &mut aweb::ServiceConfig) {
-    cfg.service(aweb::resource("/metrics").route(aweb::get().to(health::metrics)));
+    cfg.service(aweb::resource("/metrics").route(get().to(health::metrics)));
 }

@@ -320,6 +320,48 @@ async fn room_links_serve_the_web_client_with_strict_headers() {
     }
 }
 
+/// Every resource that answers GET answers HEAD with the same status and headers and no body,
+/// and the icon the pages name is served (a 404 on every page load was a console error).
+#[tokio::test]
+async fn head_is_answered_wherever_get_is() {
+    let app = spawn_app().await;
+    for (path, status) in [
+        ("/r/any-room", 200),
+        ("/", 200),
+        ("/js/app.js", 200),
+        ("/favicon.svg", 200),
+        ("/api/rooms", 200),
+        ("/healthz", 200),
+        ("/metrics", 200),
+    ] {
+        let get = app.get(path).await;
+        assert_eq!(get.status(), status, "GET {path}");
+        let head = app
+            .http
+            .head(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), status, "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains(r#"rel="icon" href="/favicon.svg""#));
+    // The WebSocket endpoint is GET only: a handshake cannot be a HEAD.
+    let head = app
+        .http
+        .head(format!("{}/ws/any-room", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405);
+}
+
 #[tokio::test]
 async fn websocket_upgrades_check_the_origin() {
     let app = spawn_app_with(|c| {

@@ -422,3 +422,17 @@ test('a refused join ends with the words for its error code, and no reconnect', 
   assert.equal(joins.length, 1, 'a final close is not retried');
   await eve.context.close();
 });
+
+test('the home page and a room link load without a console error or a failed request', async () => {
+  const { page, context } = await person();
+  const problems = [];
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  page.on('response', (r) => { if (r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
+  page.on('requestfailed', (r) => problems.push(`failed ${r.url()}`));
+  for (const path of ['/', '/r/no-such-room']) {
+    await page.goto(`${base}${path}`);
+    await page.waitForLoadState('networkidle');
+  }
+  assert.deepEqual(problems, []);
+  await context.close();
+});
