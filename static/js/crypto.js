@@ -78,11 +78,21 @@ export async function open(key, roomId, body) {
   return JSON.parse(utf8Decode.decode(plain));
 }
 
-/** A fresh ECDH P-256 key pair; the public half as the raw 65-byte point in base64url. */
+/**
+ * A fresh ECDH P-256 key pair; the public half as the raw 65-byte point in base64url, and the
+ * private half as a JWK too, for the tab to keep across a reload (stay.js).
+ */
 export async function dmKeyPair() {
-  const pair = await subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
+  const pair = await subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
   const raw = await subtle.exportKey('raw', pair.publicKey);
-  return { privateKey: pair.privateKey, pubkey: b64uEncode(raw) };
+  const jwk = await subtle.exportKey('jwk', pair.privateKey);
+  return { privateKey: pair.privateKey, pubkey: b64uEncode(raw), jwk };
+}
+
+/** The DM key pair this tab kept: the private key from its JWK, the public half as given. */
+export async function restoreDmKeyPair(jwk, pubkey) {
+  const privateKey = await subtle.importKey('jwk', jwk, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
+  return { privateKey, pubkey, jwk };
 }
 
 /** Compares by Unicode code point, as the contract sorts names (not by UTF-16 unit). */

@@ -16,6 +16,22 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+/**
+ * Asks in the page's own dialog (not the browser's `confirm()`); resolves whether the person
+ * chose `ok`. Escape and Cancel both answer no.
+ */
+export function confirmDialog(text, ok = 'OK') {
+  const dialog = $('confirm-dialog');
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = ok;
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    $('confirm-cancel').focus();
+  });
+}
+
 export function time(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }

@@ -30,7 +30,10 @@ export async function* chunks(file, from) {
 
 /** The files arriving in a room, each shown in the room's message list as it assembles. */
 export class Incoming {
-  /** `view` gives `meta(f, own, other, seqs)`, `append(node)`, `notice(text)` and `messages`. */
+  /**
+   * `view` gives `meta(f, own, other, seqs)`, `append(node)`, `notice(text)`, `audience(other)`
+   * and `messages`.
+   */
   constructor(view) {
     this.view = view;
     this.files = new Map(); // sender, conversation and file id -> {node, meta, parts, got, bytes, seqs}
@@ -54,7 +57,9 @@ export class Incoming {
     }
     const { meta } = entry;
     entry.seqs.push(f.seq);
-    this.view.messages.set(f.seq, { node: entry.node, own, text: `${f.from}: [file ${meta.name}]`, ts: f.ts, file: key });
+    this.view.messages.set(f.seq, {
+      node: entry.node, own, text: `${f.from}: [file ${meta.name}]`, ts: f.ts, file: key, audience: own ? this.view.audience(other) : null,
+    });
     const index = Number(file.index);
     const fits = Number(file.total) === meta.total && Number(file.size) === meta.size
       && Number.isInteger(index) && index >= 0 && index < meta.total;

@@ -66,25 +66,64 @@ function initCreate(enterRoom) {
     $('share-link').select();
     try { await navigator.clipboard.writeText($('share-link').value); $('share-copy').textContent = 'Copied'; } catch { document.execCommand('copy'); }
   });
-  $('create-enter').addEventListener('click', () => {
+  $('create-enter').addEventListener('click', async () => {
     const name = $('create-name').value.trim();
     if (!created || !name) return void $('create-name').focus();
-    enterRoom({ roomId: created.roomId, key: created.key, name, adminPassword: created.admin });
+    $('create-error').textContent = 'Joining…';
+    const outcome = await enterRoom({ roomId: created.roomId, key: created.key, name, adminPassword: created.admin });
+    $('create-error').textContent = outcome.ok ? '' : outcome.text;
   });
 }
 
+/** The join form's field each refusal concerns; the others are told below the form. */
+const FIELD_OF = { invalid_credentials: 'key', room_not_found: 'room', name_taken: 'name', invalid_name: 'name' };
+const FIELDS = ['name', 'room', 'key'];
+
+function showJoinError(field, text) {
+  for (const f of FIELDS) {
+    $(`join-${f}-error`).textContent = f === field ? text : '';
+    $(`join-${f}`).toggleAttribute('aria-invalid', f === field);
+  }
+  $('join-error').textContent = field ? '' : text;
+  if (field) $(`join-${field}`).focus();
+}
+
+/**
+ * A refused join, told on the join form next to the field it concerns; what was typed stays
+ * (a reload that could not rejoin fills in the room and the name it had).
+ */
+export function joinFailed(outcome, { roomId, name, admin }) {
+  selectTab('join');
+  if (roomId !== undefined) $('join-room').value = roomId;
+  if (name !== undefined && !$('join-name').value) $('join-name').value = name;
+  let { text } = outcome;
+  if (outcome.code === 'invalid_credentials') {
+    text = admin ? 'The room key or the admin password is wrong.' : 'The room key is wrong.';
+  }
+  showJoinError(FIELD_OF[outcome.code] || null, text);
+}
+
 function initJoin(enterRoom) {
-  $('panel-join').addEventListener('submit', (e) => {
+  $('panel-join').addEventListener('submit', async (e) => {
     e.preventDefault();
     const name = $('join-name').value.trim();
     const roomId = $('join-room').value.trim();
     const key = $('join-key').value;
-    const error = $('join-error');
-    if (!name) return void (error.textContent = 'Enter your name.');
-    if (!ROOM_ID.test(roomId)) return void (error.textContent = 'Enter the room ID.');
-    if (key.length < 5) return void (error.textContent = 'Enter the room key (at least 5 characters).');
-    error.textContent = '';
-    enterRoom({ roomId, key, name, adminPassword: $('join-admin').value || undefined });
+    if (!name) return showJoinError('name', 'Enter your name.');
+    if (!ROOM_ID.test(roomId)) return showJoinError('room', 'Enter the room ID: 3 to 64 letters, digits, - or _.');
+    if (key.length < 5) return showJoinError('key', 'Enter the room key (at least 5 characters).');
+    const adminPassword = $('join-admin').value || undefined;
+    const submit = $('panel-join').querySelector('button[type=submit]');
+    showJoinError(null, '');
+    $('join-error').textContent = 'Deriving keys and joining…';
+    submit.disabled = true;
+    try {
+      const outcome = await enterRoom({ roomId, key, name, adminPassword });
+      if (outcome.ok) $('join-error').textContent = '';
+      else joinFailed(outcome, { admin: Boolean(adminPassword) });
+    } finally {
+      submit.disabled = false;
+    }
   });
 }
 

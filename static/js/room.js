@@ -4,13 +4,20 @@
 // chunks are files.js's.
 
 import * as c from './crypto.js';
-import { $, el, time } from './dom.js';
+import { $, confirmDialog, el, time } from './dom.js';
 import { chunks, Incoming } from './files.js';
+import * as stay from './stay.js';
 import { Connection } from './transport.js';
 
 export class Room {
-  constructor({ roomId, key, name, adminPassword }) {
-    Object.assign(this, { roomId, key, name, adminPassword });
+  /**
+   * A room to enter: with the room key (`key`), or as this tab kept it before a reload
+   * (`saved`, from stay.js), whose derived keys and `session` token bring the member back
+   * quietly. `onLeave()` is called when the person goes home.
+   */
+  constructor({ roomId, key, name, adminPassword, saved, onLeave }) {
+    Object.assign(this, { roomId, key, name, adminPassword, saved, onLeave });
+    this.entered = false;
     this.members = new Map(); // name -> {name, admin, pubkey}
     this.dmKeys = new Map(); // other name -> Promise<{key, fp}>
     this.messages = new Map(); // seq -> {node, own, file}
@@ -24,30 +31,63 @@ export class Room {
     this.txn = 0;
     this.connection = new Connection({
       roomId,
+      session: saved?.session,
       join: () => {
         const join = { name: this.name, auth: this.auth, pubkey: this.pubkey };
         if (this.adminPassword) join.admin_password = this.adminPassword;
         return join;
       },
       onFrame: (frame) => this.onFrame(frame),
-      onEnd: (text) => this.end(text),
+      onEnd: (text, code) => this.end(text, code),
       onState: (text, online) => this.state(text, online),
     });
   }
 
+  /**
+   * Derives the keys (or takes the kept ones) and joins; resolves once the room has answered:
+   * `{ ok: true }` at the `welcome`, or `{ ok: false, code, text }` when the join was refused,
+   * in which case the room view was never shown.
+   */
   async start() {
-    $('room-title').textContent = this.roomId;
-    document.title = `${this.roomId} · Ephemera`;
-    this.state('deriving keys…');
-    const secrets = await c.deriveRoomSecrets(this.roomId, this.key);
-    this.auth = secrets.auth;
-    this.encKey = await c.aesKey(secrets.enc);
-    $('room-fp').textContent = await c.fingerprint('ephemera/v1/fp/room', secrets.enc);
-    const pair = await c.dmKeyPair();
+    let enc;
+    let pair;
+    if (this.saved) {
+      ({ name: this.name, auth: this.auth, admin: this.adminPassword } = this.saved);
+      enc = c.b64uDecode(this.saved.enc);
+      pair = await c.restoreDmKeyPair(this.saved.dm, this.saved.pubkey);
+    } else {
+      const secrets = await c.deriveRoomSecrets(this.roomId, this.key);
+      this.auth = secrets.auth;
+      enc = secrets.enc;
+      pair = await c.dmKeyPair();
+    }
+    this.enc = enc;
+    this.encKey = await c.aesKey(enc);
+    $('room-fp').textContent = await c.fingerprint('ephemera/v1/fp/room', enc);
     this.privateKey = pair.privateKey;
     this.pubkey = pair.pubkey;
-    this.bindUi();
+    this.jwk = pair.jwk;
+    const answered = new Promise((resolve) => { this.answered = resolve; });
     this.connection.open();
+    return answered;
+  }
+
+  /** Keeps what a reload needs, in this tab only (see stay.js). */
+  keep(session) {
+    stay.save({
+      roomId: this.roomId, name: this.name, auth: this.auth, enc: c.b64uEncode(this.enc),
+      dm: this.jwk, pubkey: this.pubkey, session, admin: this.adminPassword || null,
+    });
+  }
+
+  /** Shows the room view: called at the first `welcome`. */
+  show() {
+    this.entered = true;
+    $('room-title').textContent = this.roomId;
+    document.title = `${this.roomId} · Ephemera`;
+    $('home').hidden = true;
+    $('room').hidden = false;
+    this.bindUi();
   }
 
   state(text, online = false) {
@@ -55,14 +95,35 @@ export class Room {
     $('conn-state').dataset.state = online ? 'online' : 'offline';
   }
 
-  end(text) {
+  /**
+   * The room is over for this member (kicked, deleted, refused). Before the `welcome` the join
+   * form hears why; after it, the view stays readable and exportable, with every action that
+   * would reach the room disabled and one way home.
+   */
+  end(text, code) {
+    if (this.ended) return;
     this.ended = true;
-    this.state('disconnected');
-    const notice = $('room-notice');
-    notice.textContent = text;
-    notice.hidden = false;
-    $('compose').disabled = true;
     this.connection.close();
+    stay.clear();
+    if (!this.entered) {
+      this.answered({ ok: false, code, text });
+      return;
+    }
+    this.state('disconnected');
+    $('room-notice').textContent = text;
+    $('room-ended').hidden = false;
+    $('room').classList.add('room-ended');
+    for (const control of $('composer').querySelectorAll('textarea, button, input')) control.disabled = true;
+    $('composer').querySelector('.file-btn').setAttribute('aria-disabled', 'true');
+    $('dm-target').hidden = true;
+    for (const button of $('messages').querySelectorAll('.unsend')) button.remove();
+    $('member-list').replaceChildren(el('li', { class: 'hint' }, 'You are no longer in this room.'));
+    $('member-count').textContent = '';
+    $('typing').textContent = '';
+    $('delete-room-btn').hidden = true;
+    $('notify-btn').hidden = true;
+    $('leave-btn').hidden = true;
+    $('home-btn').focus();
   }
 
   send(frame) {
@@ -96,6 +157,11 @@ export class Room {
   onWelcome(f) {
     const again = this.welcomed === true;
     this.welcomed = true;
+    this.keep(f.session);
+    if (!this.entered) {
+      this.show();
+      this.answered({ ok: true });
+    }
     this.admin = f.you.admin;
     this.name = f.you.name;
     this.limits = f.limits;
@@ -166,8 +232,20 @@ export class Room {
       this.meta(f, own, other),
       el('div', { class: 'text' }, text),
     );
-    this.messages.set(f.seq, { node, own, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`, ts: f.ts });
+    this.messages.set(f.seq, {
+      node, own, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`, ts: f.ts, audience: own ? this.audience(other) : null,
+    });
     this.append(node);
+  }
+
+  /**
+   * Who could read a message of ours when it was sent: the members then present (the one
+   * member, for a direct message). Read marks say "read up to this seq", so a member who came
+   * later, or who was never in the conversation, must not count as having seen it.
+   */
+  audience(other) {
+    if (other) return new Set([other]);
+    return new Set([...this.members.keys()].filter((name) => name !== this.name));
   }
 
   meta(f, own, other, seqs = [f.seq]) {
@@ -219,7 +297,9 @@ export class Room {
     const own = [...this.messages.entries()].filter(([, m]) => m.own && !m.unsent);
     if (!own.length) return;
     const [seq, last] = own[own.length - 1];
-    const who = [...this.readers.entries()].filter(([name, s]) => s >= seq && name !== this.name).map(([name]) => name);
+    const who = [...this.readers.entries()]
+      .filter(([name, s]) => s >= seq && last.audience?.has(name))
+      .map(([name]) => name);
     if (who.length) last.node.append(el('div', { class: 'seen' }, `Seen by ${who.join(', ')}`));
   }
 
@@ -315,8 +395,8 @@ export class Room {
     $('dm-target').hidden = true;
   }
 
-  kick(name) {
-    if (confirm(`Remove ${name} from the room?`)) this.send({ type: 'kick', name });
+  async kick(name) {
+    if (await confirmDialog(`Remove ${name} from the room?`, 'Remove')) this.send({ type: 'kick', name });
   }
 
   typing() {
@@ -386,10 +466,17 @@ export class Room {
       const open = $('members').classList.toggle('open');
       $('members-toggle').setAttribute('aria-expanded', String(open));
     });
-    $('delete-room-btn').addEventListener('click', () => {
-      if (confirm('Delete this room for everyone? This cannot be undone.')) this.send({ type: 'delete_room' });
+    $('delete-room-btn').addEventListener('click', async () => {
+      if (await confirmDialog('Delete this room for everyone? This cannot be undone.', 'Delete room')) this.send({ type: 'delete_room' });
     });
-    $('leave-btn').addEventListener('click', () => { this.ended = true; this.connection.close(1000); location.href = '/'; });
+    // Leaving on purpose: a close with 1000 (announced at once), and nothing kept for a reload.
+    $('leave-btn').addEventListener('click', () => {
+      this.ended = true;
+      stay.clear();
+      this.connection.close(1000);
+      this.onLeave();
+    });
+    $('home-btn').addEventListener('click', () => this.onLeave());
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden) {
         this.unread = 0;

@@ -5,12 +5,13 @@ import { isFinal, refusalText } from './protocol.js';
 
 export class Connection {
   /**
-   * `join()` returns the join frame's fields for each (re)connect; `onState(text, online)` says
-   * how the socket is.
+   * `join()` returns the join frame's fields for each (re)connect; `session` is a token kept
+   * from before a reload; `onEnd(text, code)` hears a final close with its error code;
+   * `onState(text, online)` says how the socket is.
    */
-  constructor({ roomId, join, onFrame, onEnd, onState }) {
+  constructor({ roomId, session, join, onFrame, onEnd, onState }) {
     Object.assign(this, { roomId, join, onFrame, onEnd, onState });
-    this.session = null;
+    this.session = session || null;
     this.attempt = 0;
     this.ended = false;
     this.lastError = null;
@@ -40,7 +41,10 @@ export class Connection {
 
   closed(e) {
     if (this.ended) return;
-    if (isFinal(e.code)) return this.onEnd(refusalText(e.code, e.reason, this.lastError));
+    if (isFinal(e.code)) {
+      const code = e.reason || this.lastError?.code || '';
+      return this.onEnd(refusalText(e.code, e.reason, this.lastError), code);
+    }
     this.attempt += 1;
     const delay = Math.min(30000, 1000 * 2 ** Math.min(this.attempt - 1, 5)) * (0.75 + Math.random() / 2);
     this.onState(`disconnected; retrying in ${Math.round(delay / 1000)} s`, false);

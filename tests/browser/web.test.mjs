@@ -225,13 +225,26 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   assert.equal(await messages(bob.page).getByText('hello from alice 🌍').count(), 0);
   assert.equal(await messages(alice.page).getByText('hello from alice 🌍').count(), 0);
 
-  // The admin removes Carol.
+  // The admin removes Carol, after saying so in the page's own dialog (Cancel first: nothing).
   await alice.page.click('button[aria-label="Remove carol"]');
+  await alice.page.click('#confirm-cancel');
+  await alice.page.click('button[aria-label="Remove carol"]');
+  await alice.page.click('#confirm-ok');
   await carol.page.locator('#room-notice', { hasText: 'removed' }).waitFor();
   await messages(bob.page).getByText('carol was removed by alice').waitFor();
+  // Carol's room is over, and looks it: nothing to send, nothing to unsend, one way home, and
+  // the conversation still there to read.
+  assert.equal(await carol.page.isDisabled('#compose'), true);
+  assert.equal(await carol.page.isDisabled('#composer button[type=submit]'), true);
+  assert.equal(await messages(carol.page).locator('.unsend').count(), 0);
+  assert.equal(await carol.page.isVisible('#home-btn'), true);
+  assert.equal(await carol.page.isVisible('#leave-btn'), false);
+  assert.ok(await messages(carol.page).getByText('back to everyone').isVisible());
+  await carol.page.screenshot({ path: join(SHOTS, 'room-kicked-phone.png'), fullPage: true });
 
   // The admin deletes the room; Bob is told.
   await alice.page.click('#delete-room-btn');
+  await alice.page.click('#confirm-ok');
   await bob.page.locator('#room-notice', { hasText: 'deleted' }).waitFor();
 
   // Nothing anyone said crossed the wire in the clear.
@@ -416,10 +429,27 @@ test('a refused join ends with the words for its error code, and no reconnect', 
   await eve.page.goto(`${base}/r/refusal-room#key=${encodeURIComponent('a wrong key')}`);
   await eve.page.fill('#join-name', 'eve');
   await eve.page.click('#panel-join button[type=submit]');
-  await eve.page.locator('#room-notice', { hasText: 'Wrong room key or admin password.' }).waitFor();
+  // The join form stays, with the error next to the key and everything typed kept.
+  await eve.page.locator('#join-key-error', { hasText: 'The room key is wrong.' }).waitFor();
+  assert.equal(await eve.page.isVisible('#room'), false);
+  assert.equal(await eve.page.inputValue('#join-name'), 'eve');
+  assert.equal(await eve.page.inputValue('#join-room'), 'refusal-room');
+  assert.equal(await eve.page.getAttribute('#join-key', 'aria-invalid'), '');
   await eve.page.waitForTimeout(1500);
   const joins = eve.frames.filter((f) => f.includes('"type":"join"'));
   assert.equal(joins.length, 1, 'a final close is not retried');
+  // A name already in the room is told next to the name.
+  await eve.page.fill('#join-key', key);
+  await eve.page.fill('#join-name', 'eve');
+  const other = await person();
+  await other.page.goto(`${base}/r/refusal-room#key=${encodeURIComponent(key)}`);
+  await other.page.fill('#join-name', 'eve');
+  await other.page.click('#panel-join button[type=submit]');
+  await connected(other.page);
+  await eve.page.click('#panel-join button[type=submit]');
+  await eve.page.locator('#join-name-error', { hasText: 'already in the room' }).waitFor();
+  await eve.page.screenshot({ path: join(SHOTS, 'join-refused-desktop.png'), fullPage: true });
+  await other.context.close();
   await eve.context.close();
 });
 
@@ -435,4 +465,90 @@ test('the home page and a room link load without a console error or a failed req
   }
   assert.deepEqual(problems, []);
   await context.close();
+});
+
+test('a reload brings people back into the room quietly, the creator as admin, and Leave forgets', async () => {
+  const ann = await person();
+  const ben = await person();
+  await ann.page.goto(base);
+  await ann.page.fill('#create-room', 'reload-room');
+  await ann.page.fill('#create-admin', 'reload-admin-1');
+  await ann.page.click('#panel-create button[type=submit]');
+  await ann.page.locator('#create-result').waitFor();
+  const link = await ann.page.inputValue('#share-link');
+  await ann.page.fill('#create-name', 'ann');
+  await ann.page.click('#create-enter');
+  await connected(ann.page);
+  // The creator's address is the room's, without its key.
+  assert.equal(await ann.page.evaluate(() => location.href), `${base}/r/reload-room`);
+
+  await ben.page.goto(link);
+  await ben.page.fill('#join-name', 'ben');
+  await ben.page.click('#panel-join button[type=submit]');
+  await connected(ben.page);
+  await messages(ann.page).getByText('ben joined').waitFor();
+
+  // Both reload. Nobody hears a leave or a join; the creator is still admin.
+  await ben.page.reload();
+  await connected(ben.page);
+  await ann.page.reload();
+  await connected(ann.page);
+  assert.equal(await ann.page.isVisible('#delete-room-btn'), true);
+  assert.equal(await ann.page.isVisible('#room'), true);
+  await ann.page.fill('#compose', 'still here after a reload');
+  await ann.page.press('#compose', 'Enter');
+  await messages(ben.page).getByText('still here after a reload').waitFor();
+  await ben.page.waitForTimeout(6000); // past the server's leave grace
+  for (const p of [ann, ben]) {
+    assert.equal(await messages(p.page).getByText(/ left\.| joined\./).count(), 0);
+  }
+  // What the tab keeps holds no room key.
+  const kept = await ben.page.evaluate(() => sessionStorage.getItem('ephemera.room'));
+  assert.ok(kept && !kept.includes(new URL(link).hash.slice(5)), 'the room key is not kept');
+
+  // Leave goes home and forgets: a reload of the room link shows the join form.
+  await ben.page.click('#leave-btn');
+  await messages(ann.page).getByText('ben left').waitFor();
+  await ben.page.goto(`${base}/r/reload-room`);
+  await ben.page.locator('#panel-join').waitFor();
+  assert.equal(await ben.page.isVisible('#room'), false);
+  assert.equal(await ben.page.evaluate(() => sessionStorage.getItem('ephemera.room')), null);
+  for (const p of [ann, ben]) await p.context.close();
+});
+
+test('"Seen by" counts only the members who were there when the message was sent', async () => {
+  const key = 'seen by key';
+  const [dee, eli, fay] = [await person(), await person(), await person()];
+  await dee.page.goto(base);
+  await dee.page.evaluate(async ({ key }) => {
+    const c = await import('/js/crypto.js');
+    const { auth } = await c.deriveRoomSecrets('seen-room', key);
+    const r = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room_id: 'seen-room', auth, admin_password: 'seen-admin-1' }),
+    });
+    if (r.status !== 201) throw new Error(await r.text());
+  }, { key });
+  const enter = async (p, name) => {
+    await p.page.goto(`${base}/r/seen-room#key=${encodeURIComponent(key)}`);
+    await p.page.fill('#join-name', name);
+    await p.page.click('#panel-join button[type=submit]');
+    await connected(p.page);
+  };
+  await enter(dee, 'dee');
+  await enter(eli, 'eli');
+  await dee.page.fill('#compose', 'before fay came');
+  await dee.page.press('#compose', 'Enter');
+  await messages(eli.page).getByText('before fay came').waitFor();
+  await messages(dee.page).locator('.seen', { hasText: 'Seen by eli' }).waitFor();
+  // Fay comes later and reads everything after it: she did not see Dee's message.
+  await enter(fay, 'fay');
+  await eli.page.fill('#compose', 'welcome fay');
+  await eli.page.press('#compose', 'Enter');
+  await messages(fay.page).getByText('welcome fay').waitFor();
+  await messages(dee.page).getByText('welcome fay').waitFor();
+  await dee.page.waitForTimeout(1500);
+  assert.equal(await messages(dee.page).locator('.seen').textContent(), 'Seen by eli');
+  for (const p of [dee, eli, fay]) await p.context.close();
 });
