@@ -619,3 +619,86 @@ async fn received_text_cannot_steer_the_terminal() {
         "the escape is shown, not acted on: {seen:?}"
     );
 }
+
+/// Replies, reactions and edits travel as plaintext kinds the server never sees; an edit of
+/// someone else's message is dropped by the receiver, and the CLI prints each kind.
+#[tokio::test]
+async fn replies_reactions_and_edits_between_clients() {
+    let app = spawn_app().await;
+    let room = keyed_room(&app, false).await;
+    let mut ann = client(&app, &room, "ann").await;
+    let mut bob = client(&app, &room, "bob").await;
+    let (_listener, mut lines) = listen(&app.base, &room, "term", &[]);
+    // The terminal is in once it is greeted: there is no history to catch up on.
+    loop {
+        let line = tokio::time::timeout(CLI_WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if line.contains("Welcome, term") {
+            break;
+        }
+    }
+    let first = ann.room.send_text(None, "lunch at noon?").await.unwrap();
+    bob.text().await;
+    let reply = bob.room.send_reply(None, Some(first), "yes").await.unwrap();
+    let got = ann
+        .next(|e| match e {
+            Event::Message {
+                seq,
+                reply_to,
+                text,
+                ..
+            } if seq == reply => Some((reply_to, text)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, (Some(first), "yes".to_owned()));
+    bob.room.react(None, first, "👍", true).await.unwrap();
+    let reaction = ann
+        .next(|e| match e {
+            Event::Reaction {
+                from,
+                target,
+                emoji,
+                on,
+                ..
+            } => Some((from, target, emoji, on)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reaction, ("bob".into(), first, "👍".into(), true));
+    // Bob's edit of Ann's message is nobody's business; Ann's own edit is.
+    bob.room.edit(None, first, "forged").await.unwrap();
+    ann.room.edit(None, first, "lunch at one?").await.unwrap();
+    let edit = bob
+        .next(|e| match e {
+            Event::Edit {
+                from, target, text, ..
+            } => Some((from, target, text)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(edit, ("ann".into(), first, "lunch at one?".into()));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("edited")) {
+        let line = tokio::time::timeout(CLI_WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(line);
+    }
+    let all = seen.join("\n");
+    assert!(all.contains(&format!("bob ↩ #{first}: yes")), "{all}");
+    assert!(
+        all.contains(&format!("bob reacted 👍 on #{first}")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("[{room} #{first}] ann edited: lunch at one?")),
+        "{all}"
+    );
+    assert!(!all.contains("forged"), "{all}");
+}

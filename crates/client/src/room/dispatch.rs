@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{
     events::{Ended, Event},
-    files::Plain,
+    plain::{Plain, Said},
     Echo, Inner,
 };
 
@@ -141,26 +141,54 @@ fn relayed(
             inner.dm_key(&mut state, &other)
         }
     };
-    let plain = key
+    let said = key
         .and_then(|key| crypto::open::<Plain>(&key, &inner.room_id, body).ok())
-        .filter(|p| p.from == from);
-    let event = match plain {
-        Some(Plain {
-            text: Some(text),
-            file: None,
-            ..
-        }) => Some(Event::Message {
-            room,
-            seq,
-            ts,
-            from,
-            to,
-            text,
-        }),
-        Some(Plain {
-            file: Some(chunk), ..
-        }) => state.files.add(room, seq, ts, from, to, chunk),
-        _ => Some(Event::Undecryptable { room, seq, from }),
+        .filter(|p| p.from == from)
+        .map(Plain::said);
+    let event = match said {
+        None => Some(Event::Undecryptable { room, seq, from }),
+        // A kind this client does not know: nothing to show.
+        Some(None) => None,
+        Some(Some(said)) => {
+            state.remember_author(seq, &from);
+            match said {
+                Said::Text {
+                    text,
+                    reply_to,
+                    ttl,
+                } => Some(Event::Message {
+                    room,
+                    seq,
+                    ts,
+                    from,
+                    to,
+                    text,
+                    reply_to,
+                    ttl,
+                }),
+                Said::File { chunk, .. } => state.files.add(room, seq, ts, from, to, chunk),
+                Said::React { target, emoji, on } => Some(Event::Reaction {
+                    room,
+                    seq,
+                    from,
+                    to,
+                    target,
+                    emoji,
+                    on,
+                }),
+                Said::Edit { target, text } => state
+                    .author_of(target)
+                    .is_some_and(|author| author == from)
+                    .then_some(Event::Edit {
+                        room,
+                        seq,
+                        from,
+                        to,
+                        target,
+                        text,
+                    }),
+            }
+        }
     };
     drop(state);
     if let Some(event) = event {

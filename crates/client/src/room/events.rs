@@ -82,6 +82,29 @@ pub enum Event {
         from: String,
         to: Option<String>,
         text: String,
+        /// The `seq` this message answers.
+        reply_to: Option<u64>,
+        /// Seconds after `ts` when clients remove it.
+        ttl: Option<u64>,
+    },
+    /// A member's reaction to a message, added (`on`) or taken back.
+    Reaction {
+        room: String,
+        seq: u64,
+        from: String,
+        to: Option<String>,
+        target: u64,
+        emoji: String,
+        on: bool,
+    },
+    /// New text for a message, from its own author (others' edits are dropped).
+    Edit {
+        room: String,
+        seq: u64,
+        from: String,
+        to: Option<String>,
+        target: u64,
+        text: String,
     },
     File {
         room: String,
@@ -187,10 +210,12 @@ mod tests {
             from: "ada".into(),
             to: None,
             text: "hi".into(),
+            reply_to: Some(2),
+            ttl: None,
         };
         assert_eq!(
             serde_json::to_value(&message).unwrap(),
-            serde_json::json!({ "type": "message", "room": "r", "seq": 3, "ts": 9, "from": "ada", "to": null, "text": "hi" })
+            serde_json::json!({ "type": "message", "room": "r", "seq": 3, "ts": 9, "from": "ada", "to": null, "text": "hi", "reply_to": 2, "ttl": null })
         );
         let file = Event::File {
             room: "r".into(),

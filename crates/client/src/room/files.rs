@@ -20,20 +20,7 @@ const MAX_PARTIAL_BYTES: u64 = 1 << 30;
 /// do not keep the places of the next ones.
 const PARTIAL_FILE_IDLE: Duration = Duration::from_secs(60);
 
-/// The plaintext inside an envelope.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plain {
-    pub from: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileChunk>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChunk {
     pub id: String,
     pub name: String,

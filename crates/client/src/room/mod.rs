@@ -10,6 +10,7 @@ mod connection;
 mod dispatch;
 pub mod events;
 mod files;
+mod plain;
 
 use std::{
     borrow::Cow,
@@ -31,10 +32,15 @@ use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
 
 pub use connection::socket_config;
 pub use events::{Ended, Event, JoinError, Member, SendError};
-pub use files::{FileChunk, Plain, FILE_CHUNK};
+pub use files::{FileChunk, FILE_CHUNK};
+pub use plain::{Plain, Said};
 
 use super::api::Api;
 use files::Assembly;
+
+/// How many messages' authors a room remembers, for edits (as many as the server remembers for
+/// unsend).
+const AUTHORS_KEPT: usize = 10_000;
 
 /// How long a send waits for its echo.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,6 +70,9 @@ struct State {
     out: Option<mpsc::UnboundedSender<Message>>,
     /// Sends waiting for their echo, by `txn`; each is answered or dropped at a disconnect.
     pending: HashMap<String, oneshot::Sender<Echo>>,
+    /// Who sent the latest messages, by `seq`, so that an edit from anyone else is dropped;
+    /// the oldest go past [`AUTHORS_KEPT`].
+    authors: std::collections::BTreeMap<u64, String>,
     files: Assembly,
     dm_keys: HashMap<String, (String, [u8; 32])>,
     ended: Option<Ended>,
@@ -84,6 +93,19 @@ struct Inner {
     txn: AtomicU64,
     /// Set by `leave`, so that the close that follows ends the room instead of a reconnect.
     leaving: AtomicBool,
+}
+
+impl State {
+    fn remember_author(&mut self, seq: u64, from: &str) {
+        self.authors.insert(seq, from.to_owned());
+        if self.authors.len() > AUTHORS_KEPT {
+            self.authors.pop_first();
+        }
+    }
+
+    fn author_of(&self, seq: u64) -> Option<&str> {
+        self.authors.get(&seq).map(String::as_str)
+    }
 }
 
 impl Inner {
@@ -157,6 +179,7 @@ impl RoomClient {
                 out: None,
                 pending: HashMap::new(),
                 files: Assembly::default(),
+                authors: std::collections::BTreeMap::new(),
                 dm_keys: HashMap::new(),
                 ended: None,
             }),
@@ -247,14 +270,59 @@ impl RoomClient {
         }
     }
 
-    /// Sends a text to the room (or privately to `to`); returns its `seq` once echoed.
-    pub async fn send_text(&self, to: Option<&str>, text: &str) -> Result<u64, SendError> {
-        let plain = Plain {
+    /// A plaintext of `kind` from this member, to the room or to `to`.
+    fn plain(&self, to: Option<&str>, kind: &str) -> Plain {
+        Plain {
             from: self.name(),
             to: to.map(str::to_owned),
-            kind: "text".into(),
+            kind: kind.into(),
+            ..Plain::default()
+        }
+    }
+
+    /// Sends a text to the room (or privately to `to`); returns its `seq` once echoed.
+    pub async fn send_text(&self, to: Option<&str>, text: &str) -> Result<u64, SendError> {
+        self.send_reply(to, None, text).await
+    }
+
+    /// Sends a text that answers message `reply_to` (when given).
+    pub async fn send_reply(
+        &self,
+        to: Option<&str>,
+        reply_to: Option<u64>,
+        text: &str,
+    ) -> Result<u64, SendError> {
+        let plain = Plain {
             text: Some(text.to_owned()),
-            file: None,
+            reply_to,
+            ..self.plain(to, "text")
+        };
+        self.send_sealed(to, plain).await
+    }
+
+    /// Adds (`on`) or takes back this member's `emoji` reaction to message `target`.
+    pub async fn react(
+        &self,
+        to: Option<&str>,
+        target: u64,
+        emoji: &str,
+        on: bool,
+    ) -> Result<u64, SendError> {
+        let plain = Plain {
+            target: Some(target),
+            emoji: Some(emoji.to_owned()),
+            on: Some(on),
+            ..self.plain(to, "react")
+        };
+        self.send_sealed(to, plain).await
+    }
+
+    /// New text for message `target`, which must be this member's own (others ignore it).
+    pub async fn edit(&self, to: Option<&str>, target: u64, text: &str) -> Result<u64, SendError> {
+        let plain = Plain {
+            target: Some(target),
+            text: Some(text.to_owned()),
+            ..self.plain(to, "edit")
         };
         self.send_sealed(to, plain).await
     }
@@ -274,10 +342,6 @@ impl RoomClient {
             let chunk = &bytes[(index * FILE_CHUNK).min(bytes.len())
                 ..((index + 1) * FILE_CHUNK).min(bytes.len())];
             let plain = Plain {
-                from: self.name(),
-                to: to.map(str::to_owned),
-                kind: "file".into(),
-                text: None,
                 file: Some(FileChunk {
                     id: id.clone(),
                     name: name.to_owned(),
@@ -287,6 +351,7 @@ impl RoomClient {
                     total: total as u32,
                     data: crypto::encode_b64url(chunk),
                 }),
+                ..self.plain(to, "file")
             };
             seqs.push(self.send_sealed(to, plain).await?);
         }

@@ -28,21 +28,44 @@ pub fn print_event(event: &Event, json: bool, downloads: &Path) -> Option<u8> {
                 room,
                 seq,
                 from,
-                to: None,
+                to,
                 text,
+                reply_to,
+                ttl,
                 ..
-            } => println!("[{room} #{seq}] {}: {}", l(from), terminal::message(text)),
-            Event::Message {
+            } => {
+                let private = to.as_ref().map(|to| format!(" → {} (private)", l(to)));
+                let reply = reply_to.map(|r| format!(" ↩ #{r}"));
+                let ttl = ttl.map(|t| format!(" (disappears {t} s after it was sent)"));
+                println!(
+                    "[{room} #{seq}] {}{}{}: {}{}",
+                    l(from),
+                    private.unwrap_or_default(),
+                    reply.unwrap_or_default(),
+                    terminal::message(text),
+                    ttl.unwrap_or_default()
+                )
+            }
+            Event::Reaction {
                 room,
-                seq,
                 from,
-                to: Some(to),
+                target,
+                emoji,
+                on,
+                ..
+            } => {
+                let verb = if *on { "reacted" } else { "took back" };
+                println!("[{room}] * {} {verb} {} on #{target}", l(from), l(emoji))
+            }
+            Event::Edit {
+                room,
+                from,
+                target,
                 text,
                 ..
             } => println!(
-                "[{room} #{seq}] {} → {} (private): {}",
+                "[{room} #{target}] {} edited: {}",
                 l(from),
-                l(to),
                 terminal::message(text)
             ),
             Event::File {

@@ -39,6 +39,32 @@ enum Slash {
         #[arg(allow_hyphen_values = true)]
         text: String,
     },
+    /// Answer a message of the current room (`/reply 4 TEXT`).
+    Reply {
+        #[arg(value_parser = parse_seq)]
+        seq: u64,
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
+    /// React to a message of the current room (`/react 4 👍`).
+    React {
+        #[arg(value_parser = parse_seq)]
+        seq: u64,
+        emoji: String,
+    },
+    /// Take back a reaction.
+    Unreact {
+        #[arg(value_parser = parse_seq)]
+        seq: u64,
+        emoji: String,
+    },
+    /// New text for a message of yours (`/edit 4 TEXT`).
+    Edit {
+        #[arg(value_parser = parse_seq)]
+        seq: u64,
+        #[arg(allow_hyphen_values = true)]
+        text: String,
+    },
     /// A file to the current room.
     File {
         #[arg(allow_hyphen_values = true)]
@@ -252,6 +278,30 @@ impl Session<'_> {
                     .await
                     .map_err(err)?;
             }
+            Slash::Reply { seq, text } => {
+                rooms
+                    .current()?
+                    .send_reply(None, Some(seq), &text)
+                    .await
+                    .map_err(err)?;
+            }
+            Slash::React { seq, emoji } => {
+                rooms
+                    .current()?
+                    .react(None, seq, &emoji, true)
+                    .await
+                    .map_err(err)?;
+            }
+            Slash::Unreact { seq, emoji } => {
+                rooms
+                    .current()?
+                    .react(None, seq, &emoji, false)
+                    .await
+                    .map_err(err)?;
+            }
+            Slash::Edit { seq, text } => {
+                rooms.current()?.edit(None, seq, &text).await.map_err(err)?;
+            }
             Slash::File { path } => self.send_file(rooms, None, &path).await?,
             Slash::Dmfile { name, path } => self.send_file(rooms, Some(&name), &path).await?,
             Slash::Join { room } => {
@@ -351,6 +401,14 @@ mod tests {
         assert!(matches!(
             parse("unsend #4").unwrap(),
             Slash::Unsend { seq: 4 }
+        ));
+        match parse("reply #4 sure -- why not").unwrap() {
+            Slash::Reply { seq, text } => assert_eq!((seq, text.as_str()), (4, "sure -- why not")),
+            _ => panic!(),
+        }
+        assert!(matches!(
+            parse("react 4 👍").unwrap(),
+            Slash::React { seq: 4, .. }
         ));
         assert!(matches!(parse("exit").unwrap(), Slash::Quit));
         assert!(matches!(parse("who").unwrap(), Slash::Who));
