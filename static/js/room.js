@@ -9,6 +9,25 @@ import { chunks, Incoming } from './files.js';
 import * as stay from './stay.js';
 import { Connection } from './transport.js';
 
+/** The reactions offered under a message. */
+const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
+
+/**
+ * Text with its web links as links: opened in a new tab with no referrer and no opener, and
+ * never fetched for a preview. Only http(s) URLs; everything else stays text.
+ */
+function linkify(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(/\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g)) {
+    parts.push(text.slice(last, match.index));
+    parts.push(el('a', { href: match[0], target: '_blank', rel: 'noopener noreferrer' }, match[0]));
+    last = match.index + match[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
 export class Room {
   /**
    * A room to enter: with the room key (`key`), or as this tab kept it before a reload
@@ -113,10 +132,11 @@ export class Room {
     $('room-notice').textContent = text;
     $('room-ended').hidden = false;
     $('room').classList.add('room-ended');
-    for (const control of $('composer').querySelectorAll('textarea, button, input')) control.disabled = true;
+    for (const control of $('composer').querySelectorAll('textarea, button, input, select')) control.disabled = true;
     $('composer').querySelector('.file-btn').setAttribute('aria-disabled', 'true');
     $('dm-target').hidden = true;
-    for (const button of $('messages').querySelectorAll('.unsend')) button.remove();
+    for (const button of $('messages').querySelectorAll('.unsend, .act, .picker')) button.remove();
+    for (const chip of $('messages').querySelectorAll('.reactions button')) chip.disabled = true;
     $('member-list').replaceChildren(el('li', { class: 'hint' }, 'You are no longer in this room.'));
     $('member-count').textContent = '';
     $('typing').textContent = '';
@@ -218,9 +238,15 @@ export class Room {
     }
     this.pendingSends.get(f.txn)?.(f);
     this.pendingSends.delete(f.txn);
-    if (plain?.kind === 'file' && plain.file) this.files.chunk(f, plain.file, own, other);
-    else this.addMessage(f, plain, own, other);
-    if (!own) this.noticeIncoming(f.from);
+    const kind = plain?.kind;
+    if (plain === null || kind === 'text') this.addMessage(f, plain, own, other);
+    else if (kind === 'file' && plain.file) {
+      this.files.chunk(f, plain.file, own, other);
+      this.expire(f, plain.ttl);
+    } else if (kind === 'react') this.onReact(f, plain);
+    else if (kind === 'edit') this.onEdit(f, plain);
+    else return; // a kind this client does not know: nothing to show
+    if (!own && (plain === null || kind === 'text' || kind === 'file')) this.noticeIncoming(f.from);
     this.markRead(f.seq);
   }
 
@@ -228,14 +254,88 @@ export class Room {
     const text = plain === null
       ? '⚠ This message could not be decrypted.'
       : typeof plain.text === 'string' ? plain.text : '(unsupported message)';
+    const textNode = el('div', { class: 'text' }, linkify(text));
     const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}${plain === null ? ' failed' : ''}`, 'data-seq': f.seq },
-      this.meta(f, own, other),
-      el('div', { class: 'text' }, text),
+      this.meta(f, own, other, [f.seq], plain !== null),
+      plain?.reply_to !== undefined ? this.quote(plain.reply_to) : '',
+      textNode,
     );
     this.messages.set(f.seq, {
-      node, own, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`, ts: f.ts, audience: own ? this.audience(other) : null,
+      node, own, from: f.from, other, textNode, plain: text, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`,
+      ts: f.ts, audience: own ? this.audience(other) : null, reactions: new Map(),
     });
     this.append(node);
+    if (plain) this.expire(f, plain.ttl);
+  }
+
+  /** The message a reply answers, quoted, with a way to it. */
+  quote(seq) {
+    const target = this.messages.get(Number(seq));
+    if (!target || target.unsent) return el('div', { class: 'quote hint' }, '↩ a message no longer shown');
+    const snippet = target.plain.length > 80 ? `${target.plain.slice(0, 80)}…` : target.plain;
+    return el('button', {
+      type: 'button', class: 'quote',
+      'aria-label': `Reply to ${target.from}: ${snippet}. Show it`,
+      onclick: () => { target.node.scrollIntoView({ block: 'center' }); target.node.classList.add('flash'); setTimeout(() => target.node.classList.remove('flash'), 1500); },
+    }, `↩ ${target.from}: ${snippet}`);
+  }
+
+  /**
+   * A disappearing message goes, for everyone's client, `ttl` seconds after the server stamped
+   * it. Kept by the clients, not by the server: a modified client or a copy can keep it.
+   */
+  expire(f, ttl) {
+    const seconds = Number(ttl);
+    if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86400) return;
+    const m = this.messages.get(f.seq);
+    m?.node.querySelector('.meta')?.append(el('span', { class: 'ttl', title: 'Removed by every member\'s app when the time is up, not by the server: anyone can still copy it' }, `⏱ ${seconds >= 3600 ? `${seconds / 3600} h` : seconds >= 60 ? `${Math.round(seconds / 60)} min` : `${seconds} s`}`));
+    setTimeout(() => this.disappear(f.seq), Math.max(0, f.ts + seconds * 1000 - Date.now()));
+  }
+
+  disappear(seq) {
+    const m = this.messages.get(seq);
+    if (!m) return;
+    if (m.file) this.files.unsent(m.file);
+    m.node.remove();
+    this.messages.delete(seq);
+    this.renderSeen();
+  }
+
+  /** A member's reaction, counted per emoji; only its latest say counts. */
+  onReact(f, plain) {
+    const m = this.messages.get(Number(plain.target));
+    const emoji = String(plain.emoji ?? '');
+    if (!m || !m.reactions || emoji.length < 1 || emoji.length > 16) return;
+    if (!m.reactions.has(emoji)) m.reactions.set(emoji, new Set());
+    if (plain.on) m.reactions.get(emoji).add(f.from);
+    else m.reactions.get(emoji).delete(f.from);
+    this.renderReactions(Number(plain.target));
+  }
+
+  renderReactions(seq) {
+    const m = this.messages.get(seq);
+    m.node.querySelector('.reactions')?.remove();
+    const chips = [...m.reactions.entries()].filter(([, who]) => who.size > 0).map(([emoji, who]) => {
+      const mine = who.has(this.name);
+      return el('button', {
+        type: 'button', class: `chip${mine ? ' mine' : ''}`, 'aria-pressed': String(mine),
+        'aria-label': `${emoji} ${who.size}: ${[...who].join(', ')}`,
+        onclick: () => this.react(seq, emoji, !mine),
+      }, `${emoji} ${who.size}`);
+    });
+    if (chips.length) m.node.append(el('div', { class: 'reactions' }, chips));
+  }
+
+  /** An edit counts only from the message's own author. */
+  onEdit(f, plain) {
+    const m = this.messages.get(Number(plain.target));
+    if (!m || !m.textNode || m.from !== f.from || typeof plain.text !== 'string' || m.unsent) return;
+    if ((m.editSeq || 0) > f.seq) return;
+    m.editSeq = f.seq;
+    m.plain = plain.text;
+    m.text = `${m.from}${m.other ? ` → ${m.other}` : ''}: ${plain.text} (edited)`;
+    m.textNode.replaceChildren(...linkify(plain.text));
+    if (!m.node.querySelector('.edited')) m.node.querySelector('.meta').append(el('span', { class: 'edited' }, 'edited'));
   }
 
   /**
@@ -248,13 +348,67 @@ export class Room {
     return new Set([...this.members.keys()].filter((name) => name !== this.name));
   }
 
-  meta(f, own, other, seqs = [f.seq]) {
+  meta(f, own, other, seqs = [f.seq], actions = true) {
+    const who = own ? 'your message' : `${f.from}'s message`;
     return el('div', { class: 'meta' },
       el('strong', {}, own ? 'You' : f.from),
       other ? el('span', {}, own ? `→ ${other} (private)` : '(private)') : '',
       el('time', { datetime: new Date(f.ts).toISOString() }, time(f.ts)),
+      actions ? el('button', { type: 'button', class: 'act', 'aria-label': `Reply to ${who}`, onclick: () => this.startReply(f.seq) }, 'Reply') : '',
+      actions ? el('button', { type: 'button', class: 'act', 'aria-label': `React to ${who}`, 'aria-expanded': 'false', onclick: (e) => this.picker(f.seq, e.currentTarget) }, 'React') : '',
+      actions && own && seqs.length === 1 ? el('button', { type: 'button', class: 'act edit', 'aria-label': 'Edit your message', onclick: () => this.startEdit(f.seq) }, 'Edit') : '',
       own ? el('button', { type: 'button', class: 'unsend', 'aria-label': 'Unsend this message', onclick: () => seqs.forEach((seq) => this.send({ type: 'unsend', seq })) }, 'Unsend') : '',
     );
+  }
+
+  /** A row of emoji to react with, under the message; a second press closes it. */
+  picker(seq, button) {
+    const m = this.messages.get(seq);
+    const open = m.node.querySelector('.picker');
+    button.setAttribute('aria-expanded', String(!open));
+    if (open) return void open.remove();
+    const row = el('div', { class: 'picker', role: 'group', 'aria-label': 'Reactions' },
+      REACTIONS.map((emoji) => el('button', {
+        type: 'button', 'aria-label': `React with ${emoji}`,
+        onclick: () => { row.remove(); button.setAttribute('aria-expanded', 'false'); this.react(seq, emoji, !m.reactions?.get(emoji)?.has(this.name)); },
+      }, emoji)));
+    m.node.append(row);
+    row.querySelector('button').focus();
+  }
+
+  /** Sends a reaction in the message's own conversation (the room, or the DM it was in). */
+  react(seq, emoji, on) {
+    const m = this.messages.get(seq);
+    if (!m || this.ended) return;
+    this.sendSealed({ from: this.name, kind: 'react', target: seq, emoji, on }, m.other);
+  }
+
+  startReply(seq) {
+    const m = this.messages.get(seq);
+    if (!m || this.ended) return;
+    this.compose = { reply: seq, other: m.other };
+    if (m.other) this.startDm(m.other);
+    this.showContext(`Replying to ${m.from}: ${m.plain.slice(0, 60)}`);
+  }
+
+  startEdit(seq) {
+    const m = this.messages.get(seq);
+    if (!m || this.ended) return;
+    this.compose = { edit: seq, other: m.other };
+    if (m.other) this.startDm(m.other);
+    $('compose').value = m.plain;
+    this.showContext('Editing your message');
+  }
+
+  showContext(text) {
+    $('compose-context-text').textContent = text;
+    $('compose-context').hidden = false;
+    $('compose').focus();
+  }
+
+  endContext() {
+    this.compose = null;
+    $('compose-context').hidden = true;
   }
 
   append(node) {
@@ -354,16 +508,19 @@ export class Room {
 
   // -------------------------------------------------- outgoing
 
-  async sealFor(plain) {
-    if (!this.dmTo) return { frame: { type: 'send' }, body: await c.seal(this.encKey, this.roomId, plain) };
-    const { key } = await this.dmKey(this.dmTo);
-    return { frame: { type: 'dm', to: this.dmTo }, body: await c.seal(key, this.roomId, { ...plain, to: this.dmTo }) };
+  async sealFor(plain, to) {
+    if (!to) return { frame: { type: 'send' }, body: await c.seal(this.encKey, this.roomId, plain) };
+    const { key } = await this.dmKey(to);
+    return { frame: { type: 'dm', to }, body: await c.seal(key, this.roomId, { ...plain, to }) };
   }
 
-  /** Sends and waits for the echo; waits and tries again when rate limited. */
-  async sendSealed(plain) {
+  /**
+   * Sends to the room, or to `to` (the composer's DM partner when not given), and waits for the
+   * echo; waits and tries again when rate limited.
+   */
+  async sendSealed(plain, to = this.dmTo) {
     for (;;) {
-      const { frame, body } = await this.sealFor(plain);
+      const { frame, body } = await this.sealFor(plain, to);
       const txn = this.nextTxn();
       const echoed = new Promise((resolve) => this.pendingSends.set(txn, resolve));
       this.send({ ...frame, txn, body });
@@ -374,9 +531,20 @@ export class Room {
     }
   }
 
+  /** The composer's text: a message (a reply, perhaps, and perhaps disappearing) or an edit. */
   async sendText(text) {
     this.stopTyping();
-    await this.sendSealed({ from: this.name, kind: 'text', text });
+    const context = this.compose;
+    this.endContext();
+    if (context?.edit !== undefined) {
+      await this.sendSealed({ from: this.name, kind: 'edit', target: context.edit, text }, context.other);
+      return;
+    }
+    const plain = { from: this.name, kind: 'text', text };
+    if (context?.reply !== undefined) plain.reply_to = context.reply;
+    const ttl = Number($('ttl').value);
+    if (ttl > 0) plain.ttl = ttl;
+    await this.sendSealed(plain, context ? context.other : this.dmTo);
   }
 
   async sendFile(file) {
@@ -418,7 +586,11 @@ export class Room {
   }
 
   exportConversation() {
-    const lines = [...$('messages').children].map((n) => n.innerText.replace(/\s*Unsend\s*/g, ' ').trim());
+    const lines = [...$('messages').children].map((n) => {
+      const copy = n.cloneNode(true);
+      for (const control of copy.querySelectorAll('button:not(.quote), .picker')) control.remove();
+      return copy.textContent.replace(/\s+/g, ' ').trim();
+    });
     const blob = new Blob([`Ephemera · ${this.roomId} · exported ${new Date().toISOString()}\n\n${lines.join('\n')}\n`], { type: 'text/plain' });
     const a = el('a', { href: URL.createObjectURL(blob), download: `ephemera-${this.roomId}-${new Date().toISOString().slice(0, 10)}.txt` });
     document.body.append(a);
@@ -443,6 +615,10 @@ export class Room {
     });
     compose.addEventListener('input', () => (compose.value ? this.typing() : this.stopTyping()));
     $('dm-cancel').addEventListener('click', () => this.endDm());
+    $('compose-context-cancel').addEventListener('click', () => {
+      if (this.compose?.edit !== undefined) compose.value = '';
+      this.endContext();
+    });
     $('file-input').addEventListener('change', async (e) => {
       for (const file of e.target.files) await this.sendFile(file);
       e.target.value = '';

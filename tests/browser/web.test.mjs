@@ -267,7 +267,7 @@ function runCli(args, env) {
   });
 }
 
-test('a terminal and a browser in one room read each other, room messages and DMs', async () => {
+test('a terminal and a browser in one room read each other, room messages and DMs', async (t) => {
   assert.ok(existsSync(CLI), `ephemera-cli is needed at ${CLI}: cargo build --bins (scripts/test does)`);
   const key = 'interop key, with spaces';
   const env = { EPHEMERA_ROOM_KEY: key, EPHEMERA_ADMIN_PASSWORD: 'interop-admin-1' };
@@ -277,6 +277,7 @@ test('a terminal and a browser in one room read each other, room messages and DM
   assert.ok(link, created.out);
 
   const listener = spawn(CLI, ['--server', base, 'listen', 'interop-room', '--name', 'term', '--json'], { env: { ...process.env, ...env } });
+  t.after(() => listener.kill('SIGTERM'));
   const events = [];
   let buffered = '';
   listener.stdout.on('data', (d) => {
@@ -319,6 +320,27 @@ test('a terminal and a browser in one room read each other, room messages and DM
   const dm = await heard((e) => e.type === 'message' && e.to === 'term');
   assert.equal(dm.text, 'a private word for the terminal');
   assert.equal(dm.from, 'web');
+
+  // The new kinds, from the browser to the terminal: a reply, a reaction, an edit.
+  await web.page.click('#dm-cancel');
+  const terminalSeq = Number(await messages(web.page).locator('.msg', { hasText: 'hello browser, from a terminal' }).getAttribute('data-seq'));
+  const fromTerminal = messages(web.page).locator(`.msg[data-seq="${terminalSeq}"]`);
+  await fromTerminal.getByRole('button', { name: "Reply to term2's message" }).click();
+  await web.page.fill('#compose', 'and hello back');
+  await web.page.press('#compose', 'Enter');
+  const reply = await heard((e) => e.type === 'message' && e.text === 'and hello back');
+  assert.equal(reply.reply_to, terminalSeq);
+  await fromTerminal.getByRole('button', { name: "React to term2's message" }).click();
+  await web.page.getByRole('button', { name: 'React with 🎉' }).click();
+  const reaction = await heard((e) => e.type === 'reaction');
+  assert.deepEqual([reaction.target, reaction.emoji, reaction.on, reaction.from], [terminalSeq, '🎉', true, 'web']);
+  const mine = messages(web.page).locator('.msg.own', { hasText: 'hello terminal, from the browser' });
+  await mine.getByRole('button', { name: 'Edit your message' }).click();
+  await web.page.fill('#compose', 'hello terminal, edited');
+  await web.page.press('#compose', 'Enter');
+  const edit = await heard((e) => e.type === 'edit');
+  assert.equal(edit.text, 'hello terminal, edited');
+  assert.equal(edit.target, message.seq);
 
   listener.kill('SIGTERM');
   await web.context.close();
@@ -551,4 +573,72 @@ test('"Seen by" counts only the members who were there when the message was sent
   await dee.page.waitForTimeout(1500);
   assert.equal(await messages(dee.page).locator('.seen').textContent(), 'Seen by eli');
   for (const p of [dee, eli, fay]) await p.context.close();
+});
+
+test('replies, reactions, edits, links and disappearing messages between two pages', async () => {
+  const key = 'modern chat key';
+  const [gil, hal] = [await person(), await person()];
+  await gil.page.goto(base);
+  await gil.page.evaluate(async ({ key }) => {
+    const c = await import('/js/crypto.js');
+    const { auth } = await c.deriveRoomSecrets('modern-room', key);
+    const r = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room_id: 'modern-room', auth, admin_password: 'modern-admin-1' }),
+    });
+    if (r.status !== 201) throw new Error(await r.text());
+  }, { key });
+  for (const [p, name] of [[gil, 'gil'], [hal, 'hal']]) {
+    await p.page.goto(`${base}/r/modern-room#key=${encodeURIComponent(key)}`);
+    await p.page.fill('#join-name', name);
+    await p.page.click('#panel-join button[type=submit]');
+    await connected(p.page);
+  }
+  await gil.page.fill('#compose', 'plans at https://example.org/plan?x=1.');
+  await gil.page.press('#compose', 'Enter');
+  await messages(hal.page).locator('.msg', { hasText: 'plans at' }).waitFor();
+  const seq = await messages(hal.page).locator('.msg', { hasText: 'plans at' }).getAttribute('data-seq');
+  const original = messages(hal.page).locator(`.msg[data-seq="${seq}"]`);
+  // The link is a link, opened apart and never previewed.
+  const link = original.locator('a[href="https://example.org/plan?x=1"]');
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  assert.equal(await link.getAttribute('target'), '_blank');
+
+  // Hal replies: Gil sees the quote, and it leads to the original.
+  await original.getByRole('button', { name: "Reply to gil's message" }).click();
+  await hal.page.fill('#compose', 'count me in');
+  await hal.page.press('#compose', 'Enter');
+  const reply = messages(gil.page).locator('.msg', { hasText: 'count me in' });
+  await reply.locator('.quote', { hasText: 'gil: plans at' }).waitFor();
+
+  // Reactions are counted per emoji, and a second press takes one back.
+  await original.getByRole('button', { name: "React to gil's message" }).click();
+  await hal.page.getByRole('button', { name: 'React with 👍' }).click();
+  const gilsOwn = messages(gil.page).locator(`.msg[data-seq="${seq}"]`);
+  await gilsOwn.locator('.chip', { hasText: '👍 1' }).waitFor();
+  await gilsOwn.locator('.chip', { hasText: '👍 1' }).click();
+  await gilsOwn.locator('.chip', { hasText: '👍 2' }).waitFor();
+  await gilsOwn.locator('.chip', { hasText: '👍 2' }).click();
+  await gilsOwn.locator('.chip', { hasText: '👍 1' }).waitFor();
+
+  // Gil edits his message; Hal sees the new text, marked edited.
+  await gilsOwn.getByRole('button', { name: 'Edit your message' }).click();
+  assert.equal(await gil.page.inputValue('#compose'), 'plans at https://example.org/plan?x=1.');
+  await gil.page.fill('#compose', 'plans moved to noon');
+  await gil.page.press('#compose', 'Enter');
+  await original.getByText('plans moved to noon').waitFor();
+  await original.locator('.edited').waitFor();
+
+  // A disappearing message goes from both pages when its time is up (a 2 s timer here; the
+  // composer offers 30 s and more).
+  await gil.page.evaluate(() => document.getElementById('ttl').append(new Option('2 s', '2')));
+  await gil.page.selectOption('#ttl', '2');
+  await gil.page.fill('#compose', 'this will vanish');
+  await gil.page.press('#compose', 'Enter');
+  await messages(hal.page).getByText('this will vanish').waitFor();
+  await gil.page.screenshot({ path: join(SHOTS, 'room-modern-desktop.png'), fullPage: true });
+  await messages(hal.page).getByText('this will vanish').waitFor({ state: 'detached', timeout: 10000 });
+  await messages(gil.page).getByText('this will vanish').waitFor({ state: 'detached', timeout: 10000 });
+  for (const p of [gil, hal]) await p.context.close();
 });
