@@ -175,7 +175,9 @@ pub struct Config {
 
     /// Seconds a member whose socket was lost (or closed with anything but 1000) stays in its
     /// room, so that a reconnect with its `session` token is quiet; 0 announces leaves at once.
-    #[arg(long, env = "EPHEMERA_LEAVE_GRACE_SECS", default_value_t = 5)]
+    /// At most 300: a lost member holds its name and its place in the room meanwhile.
+    #[arg(long, env = "EPHEMERA_LEAVE_GRACE_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
     pub leave_grace_secs: u64,
 
     /// Seconds to drain on SIGTERM or Ctrl-C.

@@ -1,5 +1,6 @@
 // Key derivation and envelopes of docs/protocol.md, on WebCrypto only. The derived keys never
-// leave this page: the server gets the `auth` proof and opaque envelopes, nothing else.
+// leave the browser: the server gets the `auth` proof and opaque envelopes, nothing else (the
+// tab keeps them in sessionStorage for a reload, see stay.js).
 
 const utf8 = new TextEncoder();
 const utf8Decode = new TextDecoder('utf-8', { fatal: true });

@@ -102,7 +102,7 @@ export class Incoming {
     }
     const body = el('div', { class: 'text' }, `receiving ${file.name}…`);
     const seqs = [];
-    const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.view.meta(f, own, other, seqs), body);
+    const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.view.meta(f, own, other, seqs, false), body);
     const entry = {
       from: f.from, node, body, seqs, parts: new Array(total), got: 0, bytes: 0, done: false, last: now,
       meta: { name: String(file.name), mime: String(file.mime || 'application/octet-stream'), size, total },

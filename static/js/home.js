@@ -70,8 +70,13 @@ function initCreate(enterRoom) {
     const name = $('create-name').value.trim();
     if (!created || !name) return void $('create-name').focus();
     $('create-error').textContent = 'Joining…';
-    const outcome = await enterRoom({ roomId: created.roomId, key: created.key, name, adminPassword: created.admin });
-    $('create-error').textContent = outcome.ok ? '' : outcome.text;
+    $('create-enter').disabled = true;
+    try {
+      const outcome = await enterRoom({ roomId: created.roomId, key: created.key, name, adminPassword: created.admin });
+      $('create-error').textContent = outcome.ok ? '' : outcome.text;
+    } finally {
+      $('create-enter').disabled = false;
+    }
   });
 }
 

@@ -9,6 +9,9 @@ import { chunks, Incoming } from './files.js';
 import * as stay from './stay.js';
 import { Connection } from './transport.js';
 
+/** A quote of a message no longer there. */
+const gone = () => el('div', { class: 'quote hint' }, '↩ a message no longer shown');
+
 /** The reactions offered under a message. */
 const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢'];
 
@@ -242,9 +245,9 @@ export class Room {
     if (plain === null || kind === 'text') this.addMessage(f, plain, own, other);
     else if (kind === 'file' && plain.file) {
       this.files.chunk(f, plain.file, own, other);
-      this.expire(f, plain.ttl);
-    } else if (kind === 'react') this.onReact(f, plain);
-    else if (kind === 'edit') this.onEdit(f, plain);
+      if (plain.file.index === 0) this.expire(f, plain.ttl);
+    } else if (kind === 'react') this.onReact(f, plain, other);
+    else if (kind === 'edit') this.onEdit(f, plain, other);
     else return; // a kind this client does not know: nothing to show
     if (!own && (plain === null || kind === 'text' || kind === 'file')) this.noticeIncoming(f.from);
     this.markRead(f.seq);
@@ -271,10 +274,10 @@ export class Room {
   /** The message a reply answers, quoted, with a way to it. */
   quote(seq) {
     const target = this.messages.get(Number(seq));
-    if (!target || target.unsent) return el('div', { class: 'quote hint' }, '↩ a message no longer shown');
+    if (!target || target.unsent || typeof target.plain !== 'string') return gone();
     const snippet = target.plain.length > 80 ? `${target.plain.slice(0, 80)}…` : target.plain;
     return el('button', {
-      type: 'button', class: 'quote',
+      type: 'button', class: 'quote', 'data-reply-to': Number(seq),
       'aria-label': `Reply to ${target.from}: ${snippet}. Show it`,
       onclick: () => { target.node.scrollIntoView({ block: 'center' }); target.node.classList.add('flash'); setTimeout(() => target.node.classList.remove('flash'), 1500); },
     }, `↩ ${target.from}: ${snippet}`);
@@ -285,7 +288,7 @@ export class Room {
    * it. Kept by the clients, not by the server: a modified client or a copy can keep it.
    */
   expire(f, ttl) {
-    const seconds = Number(ttl);
+    const seconds = ttl;
     if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86400) return;
     const m = this.messages.get(f.seq);
     m?.node.querySelector('.meta')?.append(el('span', { class: 'ttl', title: 'Removed by every member\'s app when the time is up, not by the server: anyone can still copy it' }, `⏱ ${seconds >= 3600 ? `${seconds / 3600} h` : seconds >= 60 ? `${Math.round(seconds / 60)} min` : `${seconds} s`}`));
@@ -298,14 +301,23 @@ export class Room {
     if (m.file) this.files.unsent(m.file);
     m.node.remove();
     this.messages.delete(seq);
+    this.requote(seq);
     this.renderSeen();
   }
 
-  /** A member's reaction, counted per emoji; only its latest say counts. */
-  onReact(f, plain) {
+  /** Quotes of a message that went, was unsent or was edited show what is true now. */
+  requote(seq) {
+    for (const quote of $('messages').querySelectorAll(`.quote[data-reply-to="${Number(seq)}"]`)) {
+      quote.replaceWith(this.quote(seq));
+    }
+  }
+
+  /** A member's reaction, counted per emoji; only its latest say counts, in the message's own conversation. */
+  onReact(f, plain, other) {
     const m = this.messages.get(Number(plain.target));
-    const emoji = String(plain.emoji ?? '');
-    if (!m || !m.reactions || emoji.length < 1 || emoji.length > 16) return;
+    const { emoji } = plain;
+    if (!m || !m.reactions || (m.other ?? null) !== (other ?? null)) return;
+    if (typeof emoji !== 'string' || emoji.length < 1 || emoji.length > 16 || typeof plain.on !== 'boolean') return;
     if (!m.reactions.has(emoji)) m.reactions.set(emoji, new Set());
     if (plain.on) m.reactions.get(emoji).add(f.from);
     else m.reactions.get(emoji).delete(f.from);
@@ -326,16 +338,21 @@ export class Room {
     if (chips.length) m.node.append(el('div', { class: 'reactions' }, chips));
   }
 
-  /** An edit counts only from the message's own author. */
-  onEdit(f, plain) {
+  /**
+   * An edit counts only from the message's own author, in its own conversation, and not from
+   * someone who took the name after its author left.
+   */
+  onEdit(f, plain, other) {
     const m = this.messages.get(Number(plain.target));
-    if (!m || !m.textNode || m.from !== f.from || typeof plain.text !== 'string' || m.unsent) return;
+    if (!m || !m.textNode || m.from !== f.from || m.authorGone || typeof plain.text !== 'string' || m.unsent) return;
+    if ((m.other ?? null) !== (other ?? null)) return;
     if ((m.editSeq || 0) > f.seq) return;
     m.editSeq = f.seq;
     m.plain = plain.text;
     m.text = `${m.from}${m.other ? ` → ${m.other}` : ''}: ${plain.text} (edited)`;
     m.textNode.replaceChildren(...linkify(plain.text));
     if (!m.node.querySelector('.edited')) m.node.querySelector('.meta').append(el('span', { class: 'edited' }, 'edited'));
+    this.requote(Number(plain.target));
   }
 
   /**
@@ -388,6 +405,7 @@ export class Room {
     if (!m || this.ended) return;
     this.compose = { reply: seq, other: m.other };
     if (m.other) this.startDm(m.other);
+    else this.endDm();
     this.showContext(`Replying to ${m.from}: ${m.plain.slice(0, 60)}`);
   }
 
@@ -396,6 +414,7 @@ export class Room {
     if (!m || this.ended) return;
     this.compose = { edit: seq, other: m.other };
     if (m.other) this.startDm(m.other);
+    else this.endDm();
     $('compose').value = m.plain;
     this.showContext('Editing your message');
   }
@@ -421,6 +440,8 @@ export class Room {
   onBot(f) {
     if (f.event === 'join' && f.member) this.members.set(f.member.name, f.member);
     if ((f.event === 'leave' || f.event === 'kick') && f.name) {
+      // Whoever takes the name next is someone else: it may not edit what was said under it.
+      for (const m of this.messages.values()) if (m.from === f.name) m.authorGone = true;
       this.members.delete(f.name);
       this.dmKeys.delete(f.name);
       if (this.dmTo === f.name) this.endDm();
@@ -465,6 +486,7 @@ export class Room {
     m.node.classList.add('unsent');
     m.node.replaceChildren(el('div', { class: 'text' }, f.by === (m.own ? this.name : null) ? 'You unsent a message.' : `A message was unsent by ${f.by}.`));
     m.text = '(unsent)';
+    this.requote(f.seq);
     this.renderSeen();
   }
 
@@ -614,7 +636,11 @@ export class Room {
       }
     });
     compose.addEventListener('input', () => (compose.value ? this.typing() : this.stopTyping()));
-    $('dm-cancel').addEventListener('click', () => this.endDm());
+    $('dm-cancel').addEventListener('click', () => {
+      // A reply or an edit belongs to its conversation: leaving the DM drops it.
+      if (this.compose?.other) this.endContext();
+      this.endDm();
+    });
     $('compose-context-cancel').addEventListener('click', () => {
       if (this.compose?.edit !== undefined) compose.value = '';
       this.endContext();

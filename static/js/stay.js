@@ -3,7 +3,10 @@
 // sessionStorage: per tab, gone when the tab is closed for good, and cleared on Leave and when
 // the room ends. It holds the room ID, the name, the derived `auth` proof and `enc` key, the
 // DM private key, the latest `session` token and, for an admin, the admin password (admin
-// status needs it again on every join). It never holds the room key itself.
+// status needs it again on every join). It never holds the room key itself, but what it holds
+// is enough to read the room and act in it as this member until the room ends: browsers may
+// write sessionStorage to disk for session restore, and "Duplicate tab" copies it (the copy
+// takes the member's place; the original tab ends with "connected from another window").
 
 const KEY = 'ephemera.room';
 

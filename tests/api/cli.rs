@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ephemera_client::{crypto, Api, Ended, Event, RoomClient};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::helpers::*;
@@ -642,7 +643,7 @@ async fn replies_reactions_and_edits_between_clients() {
     }
     let first = ann.room.send_text(None, "lunch at noon?").await.unwrap();
     bob.text().await;
-    let reply = bob.room.send_reply(None, Some(first), "yes").await.unwrap();
+    let reply = bob.room.send_reply(first, "yes").await.unwrap();
     let got = ann
         .next(|e| match e {
             Event::Message {
@@ -655,7 +656,7 @@ async fn replies_reactions_and_edits_between_clients() {
         })
         .await;
     assert_eq!(got, (Some(first), "yes".to_owned()));
-    bob.room.react(None, first, "👍", true).await.unwrap();
+    bob.room.react(first, "👍", true).await.unwrap();
     let reaction = ann
         .next(|e| match e {
             Event::Reaction {
@@ -670,8 +671,8 @@ async fn replies_reactions_and_edits_between_clients() {
         .await;
     assert_eq!(reaction, ("bob".into(), first, "👍".into(), true));
     // Bob's edit of Ann's message is nobody's business; Ann's own edit is.
-    bob.room.edit(None, first, "forged").await.unwrap();
-    ann.room.edit(None, first, "lunch at one?").await.unwrap();
+    bob.room.edit(first, "forged").await.unwrap();
+    ann.room.edit(first, "lunch at one?").await.unwrap();
     let edit = bob
         .next(|e| match e {
             Event::Edit {
@@ -701,4 +702,74 @@ async fn replies_reactions_and_edits_between_clients() {
         "{all}"
     );
     assert!(!all.contains("forged"), "{all}");
+
+    // A reply to a direct message, and an edit of one, stay in that conversation.
+    let private = ann.room.send_text(Some("bob"), "just us").await.unwrap();
+    bob.text().await;
+    let answer = bob.room.send_reply(private, "just us, yes").await.unwrap();
+    let (to, reply_to) = ann
+        .next(|e| match e {
+            Event::Message {
+                seq, to, reply_to, ..
+            } if seq == answer => Some((to, reply_to)),
+            _ => None,
+        })
+        .await;
+    assert_eq!((to.as_deref(), reply_to), (Some("ann"), Some(private)));
+    ann.room.edit(private, "still just us").await.unwrap();
+    let edit = bob
+        .next(|e| match e {
+            Event::Edit { to, target, .. } if target == private => Some(to),
+            _ => None,
+        })
+        .await;
+    assert_eq!(edit.as_deref(), Some("bob"));
+    assert_eq!(
+        ann.room.edit(999_999, "nothing").await,
+        Err(ephemera_client::SendError::NoSuchMessage)
+    );
+
+    // Bob leaves; whoever joins as "bob" next cannot edit what the first Bob said, even with
+    // a client that sends the edit by hand.
+    bob.room.leave_and_wait(WAIT).await;
+    ann.next(|e| matches!(e, Event::Bot { ref event, .. } if event == "leave").then_some(()))
+        .await;
+    let secrets = {
+        let room = room.clone();
+        tokio::task::spawn_blocking(move || crypto::RoomSecrets::derive(&room, KEY))
+            .await
+            .unwrap()
+    };
+    let mut impostor = app.connect(&room).await;
+    impostor
+        .send_json(&json!({ "type": "join", "name": "bob", "auth": secrets.auth_b64() }))
+        .await;
+    impostor.recv_type("welcome").await;
+    let plain = ephemera_client::room::Plain {
+        from: "bob".into(),
+        kind: "edit".into(),
+        target: Some(reply),
+        text: Some("forged later".into()),
+        ..Default::default()
+    };
+    let sealed = crypto::seal(&secrets.enc, &room, &plain, crypto::random_iv());
+    impostor
+        .send_json(&json!({ "type": "send", "txn": "f", "body": sealed }))
+        .await;
+    let barrier = ephemera_client::room::Plain {
+        from: "bob".into(),
+        kind: "text".into(),
+        text: Some("barrier".into()),
+        ..Default::default()
+    };
+    let sealed = crypto::seal(&secrets.enc, &room, &barrier, crypto::random_iv());
+    impostor
+        .send_json(&json!({ "type": "send", "txn": "g", "body": sealed }))
+        .await;
+    let forged = ann.next(|e| match e {
+        Event::Edit { target, .. } if target == reply => Some(true),
+        Event::Message { text, .. } if text == "barrier" => Some(false),
+        _ => None,
+    });
+    assert!(!forged.await, "an edit by the name's next holder was shown");
 }

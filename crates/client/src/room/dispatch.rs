@@ -57,6 +57,7 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                     (BotEvent::Leave | BotEvent::Kick, _, Some(name)) => {
                         state.members.retain(|m| m.name != name);
                         state.dm_keys.remove(name.as_ref());
+                        state.forget_author(&name);
                     }
                     _ => {}
                 }
@@ -145,51 +146,62 @@ fn relayed(
         .and_then(|key| crypto::open::<Plain>(&key, &inner.room_id, body).ok())
         .filter(|p| p.from == from)
         .map(Plain::said);
-    let event = match said {
-        None => Some(Event::Undecryptable { room, seq, from }),
-        // A kind this client does not know: nothing to show.
-        Some(None) => None,
-        Some(Some(said)) => {
-            state.remember_author(seq, &from);
-            match said {
-                Said::Text {
-                    text,
-                    reply_to,
-                    ttl,
-                } => Some(Event::Message {
-                    room,
-                    seq,
-                    ts,
-                    from,
-                    to,
-                    text,
-                    reply_to,
-                    ttl,
-                }),
-                Said::File { chunk, .. } => state.files.add(room, seq, ts, from, to, chunk),
-                Said::React { target, emoji, on } => Some(Event::Reaction {
-                    room,
-                    seq,
-                    from,
-                    to,
-                    target,
-                    emoji,
-                    on,
-                }),
-                Said::Edit { target, text } => state
-                    .author_of(target)
-                    .is_some_and(|author| author == from)
-                    .then_some(Event::Edit {
+    let event =
+        match said {
+            None => Some(Event::Undecryptable { room, seq, from }),
+            // A kind this client does not know: nothing to show.
+            Some(None) => None,
+            Some(Some(said)) => {
+                // The conversation: the room, or the DM with the other party.
+                let conversation = to.as_ref().map(|to| {
+                    if *to == state.name {
+                        from.clone()
+                    } else {
+                        to.clone()
+                    }
+                });
+                let conversation = conversation.as_deref();
+                state.remember(seq, &from, conversation);
+                match said {
+                    Said::Text {
+                        text,
+                        reply_to,
+                        ttl,
+                    } => Some(Event::Message {
                         room,
                         seq,
+                        ts,
                         from,
                         to,
-                        target,
                         text,
+                        reply_to,
+                        ttl,
                     }),
+                    Said::File { chunk, .. } => state.files.add(room, seq, ts, from, to, chunk),
+                    Said::React { target, emoji, on } => state
+                        .is_in(target, conversation)
+                        .then_some(Event::Reaction {
+                            room,
+                            seq,
+                            from,
+                            to,
+                            target,
+                            emoji,
+                            on,
+                        }),
+                    Said::Edit { target, text } => state
+                        .is_by(target, &from, conversation)
+                        .then_some(Event::Edit {
+                            room,
+                            seq,
+                            from,
+                            to,
+                            target,
+                            text,
+                        }),
+                }
             }
-        }
-    };
+        };
     drop(state);
     if let Some(event) = event {
         inner.emit(event);

@@ -193,6 +193,8 @@ pub enum SendError {
     Disconnected,
     #[error("no member of that name (with a DM key) is in the room")]
     NoSuchMember,
+    #[error("no message of that number is known here")]
+    NoSuchMessage,
     #[error("the server refused: {0}")]
     Refused(String),
 }

@@ -72,7 +72,7 @@ struct State {
     pending: HashMap<String, oneshot::Sender<Echo>>,
     /// Who sent the latest messages, by `seq`, so that an edit from anyone else is dropped;
     /// the oldest go past [`AUTHORS_KEPT`].
-    authors: std::collections::BTreeMap<u64, String>,
+    authors: std::collections::BTreeMap<u64, Sent>,
     files: Assembly,
     dm_keys: HashMap<String, (String, [u8; 32])>,
     ended: Option<Ended>,
@@ -95,16 +95,54 @@ struct Inner {
     leaving: AtomicBool,
 }
 
+/// Who sent a recent message, and in which conversation: the room (`None`) or a DM with the
+/// named member.
+struct Sent {
+    from: String,
+    conversation: Option<String>,
+    /// Its author has left or was removed since: the name may now be someone else's.
+    author_gone: bool,
+}
+
 impl State {
-    fn remember_author(&mut self, seq: u64, from: &str) {
-        self.authors.insert(seq, from.to_owned());
+    fn remember(&mut self, seq: u64, from: &str, conversation: Option<&str>) {
+        let sent = Sent {
+            from: from.to_owned(),
+            conversation: conversation.map(str::to_owned),
+            author_gone: false,
+        };
+        self.authors.insert(seq, sent);
         if self.authors.len() > AUTHORS_KEPT {
             self.authors.pop_first();
         }
     }
 
-    fn author_of(&self, seq: u64) -> Option<&str> {
-        self.authors.get(&seq).map(String::as_str)
+    /// Whether message `seq` is `from`'s, in `conversation`: an edit counts only then.
+    fn is_by(&self, seq: u64, from: &str, conversation: Option<&str>) -> bool {
+        self.authors.get(&seq).is_some_and(|s| {
+            s.from == from && !s.author_gone && s.conversation.as_deref() == conversation
+        })
+    }
+
+    /// Whether message `seq` was said in `conversation`: a reaction counts only there.
+    fn is_in(&self, seq: u64, conversation: Option<&str>) -> bool {
+        self.authors
+            .get(&seq)
+            .is_some_and(|s| s.conversation.as_deref() == conversation)
+    }
+
+    /// The conversation of a remembered message: where a reply, a reaction or an edit of it
+    /// goes.
+    fn conversation_of(&self, seq: u64) -> Option<Option<String>> {
+        self.authors.get(&seq).map(|s| s.conversation.clone())
+    }
+
+    /// A member left or was removed: its name may come back as someone else, who must not be
+    /// able to edit what the earlier holder of the name said.
+    fn forget_author(&mut self, name: &str) {
+        for sent in self.authors.values_mut().filter(|s| s.from == name) {
+            sent.author_gone = true;
+        }
     }
 }
 
@@ -282,49 +320,54 @@ impl RoomClient {
 
     /// Sends a text to the room (or privately to `to`); returns its `seq` once echoed.
     pub async fn send_text(&self, to: Option<&str>, text: &str) -> Result<u64, SendError> {
-        self.send_reply(to, None, text).await
-    }
-
-    /// Sends a text that answers message `reply_to` (when given).
-    pub async fn send_reply(
-        &self,
-        to: Option<&str>,
-        reply_to: Option<u64>,
-        text: &str,
-    ) -> Result<u64, SendError> {
         let plain = Plain {
             text: Some(text.to_owned()),
-            reply_to,
             ..self.plain(to, "text")
         };
         self.send_sealed(to, plain).await
     }
 
+    /// The conversation message `seq` was said in, where anything about it must go: a reply
+    /// to a direct message, or an edit of one, must never reach the whole room.
+    fn conversation_of(&self, seq: u64) -> Result<Option<String>, SendError> {
+        self.inner
+            .state()
+            .conversation_of(seq)
+            .ok_or(SendError::NoSuchMessage)
+    }
+
+    /// Sends a text that answers message `reply_to`, in that message's conversation.
+    pub async fn send_reply(&self, reply_to: u64, text: &str) -> Result<u64, SendError> {
+        let to = self.conversation_of(reply_to)?;
+        let plain = Plain {
+            text: Some(text.to_owned()),
+            reply_to: Some(reply_to),
+            ..self.plain(to.as_deref(), "text")
+        };
+        self.send_sealed(to.as_deref(), plain).await
+    }
+
     /// Adds (`on`) or takes back this member's `emoji` reaction to message `target`.
-    pub async fn react(
-        &self,
-        to: Option<&str>,
-        target: u64,
-        emoji: &str,
-        on: bool,
-    ) -> Result<u64, SendError> {
+    pub async fn react(&self, target: u64, emoji: &str, on: bool) -> Result<u64, SendError> {
+        let to = self.conversation_of(target)?;
         let plain = Plain {
             target: Some(target),
             emoji: Some(emoji.to_owned()),
             on: Some(on),
-            ..self.plain(to, "react")
+            ..self.plain(to.as_deref(), "react")
         };
-        self.send_sealed(to, plain).await
+        self.send_sealed(to.as_deref(), plain).await
     }
 
     /// New text for message `target`, which must be this member's own (others ignore it).
-    pub async fn edit(&self, to: Option<&str>, target: u64, text: &str) -> Result<u64, SendError> {
+    pub async fn edit(&self, target: u64, text: &str) -> Result<u64, SendError> {
+        let to = self.conversation_of(target)?;
         let plain = Plain {
             target: Some(target),
             text: Some(text.to_owned()),
-            ..self.plain(to, "edit")
+            ..self.plain(to.as_deref(), "edit")
         };
-        self.send_sealed(to, plain).await
+        self.send_sealed(to.as_deref(), plain).await
     }
 
     /// Sends a file in chunks, one after the other's echo; returns every chunk's `seq`.

@@ -1,7 +1,7 @@
 //! The plaintext inside an envelope, every kind of it (docs/protocol.md, "Plaintext kinds"):
 //! messages (with replies and disappearing ones), file chunks, reactions and edits.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::files::FileChunk;
 
@@ -19,19 +19,49 @@ pub struct Plain {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileChunk>,
     /// The `seq` a `text` answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reply_to: Option<u64>,
     /// Seconds after its `ts` when every client removes the message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl: Option<u64>,
     /// The `seq` a `react` or an `edit` is about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub emoji: Option<String>,
     /// A `react` adds (`true`) or takes back (`false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub on: Option<bool>,
+}
+
+/// A field of the wrong type reads as absent: what it belongs to is then ignored, as the
+/// contract asks of what a client does not understand, instead of the whole message reading as
+/// undecryptable.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// What a plaintext asks of the room, checked: anything else reads as nothing.

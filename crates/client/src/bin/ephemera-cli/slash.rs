@@ -279,28 +279,24 @@ impl Session<'_> {
                     .map_err(err)?;
             }
             Slash::Reply { seq, text } => {
-                rooms
-                    .current()?
-                    .send_reply(None, Some(seq), &text)
-                    .await
-                    .map_err(err)?;
+                rooms.current()?.send_reply(seq, &text).await.map_err(err)?;
             }
             Slash::React { seq, emoji } => {
                 rooms
                     .current()?
-                    .react(None, seq, &emoji, true)
+                    .react(seq, &emoji, true)
                     .await
                     .map_err(err)?;
             }
             Slash::Unreact { seq, emoji } => {
                 rooms
                     .current()?
-                    .react(None, seq, &emoji, false)
+                    .react(seq, &emoji, false)
                     .await
                     .map_err(err)?;
             }
             Slash::Edit { seq, text } => {
-                rooms.current()?.edit(None, seq, &text).await.map_err(err)?;
+                rooms.current()?.edit(seq, &text).await.map_err(err)?;
             }
             Slash::File { path } => self.send_file(rooms, None, &path).await?,
             Slash::Dmfile { name, path } => self.send_file(rooms, Some(&name), &path).await?,
