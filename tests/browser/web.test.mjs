@@ -75,6 +75,21 @@ async function connected(page) {
 
 const messages = (page) => page.locator('#messages');
 
+/** Creates a room through the API from `page`, deriving its proof with the web client's own crypto. */
+async function createRoom(page, roomId, key, adminPassword) {
+  await page.goto(base);
+  await page.evaluate(async ({ roomId, key, adminPassword }) => {
+    const c = await import('/js/crypto.js');
+    const { auth } = await c.deriveRoomSecrets(roomId, key);
+    const r = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room_id: roomId, auth, admin_password: adminPassword }),
+    });
+    if (r.status !== 201) throw new Error(await r.text());
+  }, { roomId, key, adminPassword });
+}
+
 test('key derivation, envelopes, DM keys and final closes match the contract in the browser', async () => {
   const { page, context } = await person();
   await page.goto(base);
@@ -375,17 +390,7 @@ test('the home page deletes a room by its admin password, and says why when it c
 test('the key leaves the address bar once read, and no member can slip chunks into another\'s file', async () => {
   const key = 'chunk test key';
   const bob = await person();
-  await bob.page.goto(base);
-  await bob.page.evaluate(async ({ key }) => {
-    const c = await import('/js/crypto.js');
-    const { auth } = await c.deriveRoomSecrets('chunk-room', key);
-    const r = await fetch('/api/rooms', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ room_id: 'chunk-room', auth, admin_password: 'chunk-admin-1' }),
-    });
-    if (r.status !== 201) throw new Error(await r.text());
-  }, { key });
+  await createRoom(bob.page, 'chunk-room', key, 'chunk-admin-1');
 
   await bob.page.goto(`${base}/r/chunk-room#key=${encodeURIComponent(key)}`);
   assert.equal(await bob.page.inputValue('#join-key'), key);
@@ -437,17 +442,7 @@ test('the key leaves the address bar once read, and no member can slip chunks in
 test('a refused join ends with the words for its error code, and no reconnect', async () => {
   const key = 'right key here';
   const eve = await person();
-  await eve.page.goto(base);
-  await eve.page.evaluate(async ({ key }) => {
-    const c = await import('/js/crypto.js');
-    const { auth } = await c.deriveRoomSecrets('refusal-room', key);
-    const r = await fetch('/api/rooms', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ room_id: 'refusal-room', auth, admin_password: 'refusal-admin-1' }),
-    });
-    if (r.status !== 201) throw new Error(await r.text());
-  }, { key });
+  await createRoom(eve.page, 'refusal-room', key, 'refusal-admin-1');
   await eve.page.goto(`${base}/r/refusal-room#key=${encodeURIComponent('a wrong key')}`);
   await eve.page.fill('#join-name', 'eve');
   await eve.page.click('#panel-join button[type=submit]');
@@ -541,17 +536,7 @@ test('a reload brings people back into the room quietly, the creator as admin, a
 test('"Seen by" counts only the members who were there when the message was sent', async () => {
   const key = 'seen by key';
   const [dee, eli, fay] = [await person(), await person(), await person()];
-  await dee.page.goto(base);
-  await dee.page.evaluate(async ({ key }) => {
-    const c = await import('/js/crypto.js');
-    const { auth } = await c.deriveRoomSecrets('seen-room', key);
-    const r = await fetch('/api/rooms', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ room_id: 'seen-room', auth, admin_password: 'seen-admin-1' }),
-    });
-    if (r.status !== 201) throw new Error(await r.text());
-  }, { key });
+  await createRoom(dee.page, 'seen-room', key, 'seen-admin-1');
   const enter = async (p, name) => {
     await p.page.goto(`${base}/r/seen-room#key=${encodeURIComponent(key)}`);
     await p.page.fill('#join-name', name);
@@ -578,17 +563,7 @@ test('"Seen by" counts only the members who were there when the message was sent
 test('replies, reactions, edits, links and disappearing messages between two pages', async () => {
   const key = 'modern chat key';
   const [gil, hal] = [await person(), await person()];
-  await gil.page.goto(base);
-  await gil.page.evaluate(async ({ key }) => {
-    const c = await import('/js/crypto.js');
-    const { auth } = await c.deriveRoomSecrets('modern-room', key);
-    const r = await fetch('/api/rooms', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ room_id: 'modern-room', auth, admin_password: 'modern-admin-1' }),
-    });
-    if (r.status !== 201) throw new Error(await r.text());
-  }, { key });
+  await createRoom(gil.page, 'modern-room', key, 'modern-admin-1');
   for (const [p, name] of [[gil, 'gil'], [hal, 'hal']]) {
     await p.page.goto(`${base}/r/modern-room#key=${encodeURIComponent(key)}`);
     await p.page.fill('#join-name', name);
