@@ -745,27 +745,22 @@ async fn replies_reactions_and_edits_between_clients() {
         .send_json(&json!({ "type": "join", "name": "bob", "auth": secrets.auth_b64() }))
         .await;
     impostor.recv_type("welcome").await;
-    let plain = ephemera_client::room::Plain {
-        from: "bob".into(),
-        kind: "edit".into(),
-        target: Some(reply),
-        text: Some("forged later".into()),
-        ..Default::default()
+    // What bob's client would seal, sent as is.
+    let say = |kind: &str, target: Option<u64>, text: &str| {
+        let plain = ephemera_client::room::Plain {
+            from: "bob".into(),
+            kind: kind.into(),
+            target,
+            text: Some(text.into()),
+            ..Default::default()
+        };
+        let body = crypto::seal(&secrets.enc, &room, &plain, crypto::random_iv());
+        json!({ "type": "send", "txn": kind, "body": body })
     };
-    let sealed = crypto::seal(&secrets.enc, &room, &plain, crypto::random_iv());
     impostor
-        .send_json(&json!({ "type": "send", "txn": "f", "body": sealed }))
+        .send_json(&say("edit", Some(reply), "forged later"))
         .await;
-    let barrier = ephemera_client::room::Plain {
-        from: "bob".into(),
-        kind: "text".into(),
-        text: Some("barrier".into()),
-        ..Default::default()
-    };
-    let sealed = crypto::seal(&secrets.enc, &room, &barrier, crypto::random_iv());
-    impostor
-        .send_json(&json!({ "type": "send", "txn": "g", "body": sealed }))
-        .await;
+    impostor.send_json(&say("text", None, "barrier")).await;
     let forged = ann.next(|e| match e {
         Event::Edit { target, .. } if target == reply => Some(true),
         Event::Message { text, .. } if text == "barrier" => Some(false),
