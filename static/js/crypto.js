@@ -120,6 +120,41 @@ export async function fingerprint(label, raw) {
   return hex(digest.subarray(0, 6)).match(/.{4}/g).join(' ');
 }
 
+/**
+ * The safety code two members read to each other (docs/protocol.md, "Verifying a member"):
+ * SHA-256 over the room and both `[name, pubkey]` pairs in order of name, as six groups of five
+ * digits. Either member gets the same code from what it was given.
+ */
+export async function safetyCode(roomId, a, b) {
+  const [first, second] = [a, b].sort((x, y) => byCodePoint(x[0], y[0]));
+  const parts = [utf8.encode(`ephemera/v1/safety/${roomId}`), new Uint8Array([0])];
+  for (const [name, pubkey] of [first, second]) {
+    const bytes = utf8.encode(name);
+    const raw = b64uDecode(pubkey);
+    parts.push(new Uint8Array([bytes.length]), bytes, new Uint8Array([raw.length]), raw);
+  }
+  const input = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => { input.set(p, at); return at + p.length; }, 0);
+  const digest = new Uint8Array(await subtle.digest('SHA-256', input));
+  const groups = [];
+  for (let i = 0; i < 30; i += 5) {
+    const n = digest.subarray(i, i + 5).reduce((acc, byte) => acc * 256 + byte, 0);
+    groups.push(String(n % 100000).padStart(5, '0'));
+  }
+  return groups.join(' ');
+}
+
+/**
+ * A random room ID that starts with a letter or a digit: one starting with `-` would read as an
+ * option to ephemera-cli and to most command lines it is pasted into.
+ */
+export function randomRoomId(length = 16) {
+  for (;;) {
+    const id = randomKey(length);
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
+}
+
 /** A random key of `length` characters from the base64url alphabet. */
 export function randomKey(length = 22) {
   return b64uEncode(crypto.getRandomValues(new Uint8Array(Math.ceil((length * 3) / 4)))).slice(0, length);

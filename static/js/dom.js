@@ -20,10 +20,11 @@ export function el(tag, props = {}, ...children) {
  * Asks in the page's own dialog (not the browser's `confirm()`); resolves whether the person
  * chose `ok`. Escape and Cancel both answer no.
  */
-export function confirmDialog(text, ok = 'OK') {
+export function confirmDialog(text, ok = 'OK', danger = true) {
   const dialog = $('confirm-dialog');
   $('confirm-text').textContent = text;
   $('confirm-ok').textContent = ok;
+  $('confirm-ok').className = danger ? 'danger' : 'primary';
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
     dialog.returnValue = '';

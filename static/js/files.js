@@ -31,8 +31,8 @@ export async function* chunks(file, from) {
 /** The files arriving in a room, each shown in the room's message list as it assembles. */
 export class Incoming {
   /**
-   * `view` gives `meta(f, own, other, seqs)`, `append(node)`, `notice(text)`, `audience(other)`
-   * and `messages`.
+   * `view` gives `meta(f, own, other, seqs)`, `append(node, conversation, incoming)`,
+   * `notice(text)`, `audience(other)` and `messages`.
    */
   constructor(view) {
     this.view = view;
@@ -58,7 +58,7 @@ export class Incoming {
     const { meta } = entry;
     entry.seqs.push(f.seq);
     this.view.messages.set(f.seq, {
-      node: entry.node, own, text: `${f.from}: [file ${meta.name}]`, ts: f.ts, file: key, audience: own ? this.view.audience(other) : null,
+      node: entry.node, own, from: f.from, other, text: `${f.from}: [file ${meta.name}]`, ts: f.ts, file: key, audience: own ? this.view.audience(other) : null,
     });
     const index = Number(file.index);
     const fits = Number(file.total) === meta.total && Number(file.size) === meta.size
@@ -102,13 +102,13 @@ export class Incoming {
     }
     const body = el('div', { class: 'text' }, `receiving ${file.name}…`);
     const seqs = [];
-    const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.view.meta(f, own, other, seqs, false), body);
+    const node = el('div', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}`, 'data-seq': f.seq }, this.view.meta(f, own, other, seqs, false), body);
     const entry = {
       from: f.from, node, body, seqs, parts: new Array(total), got: 0, bytes: 0, done: false, last: now,
       meta: { name: String(file.name), mime: String(file.mime || 'application/octet-stream'), size, total },
     };
     this.files.set(key, entry);
-    this.view.append(node);
+    this.view.append(node, other || '', !own);
     return entry;
   }
 

@@ -32,13 +32,13 @@ function initTabs() {
 
 function initCreate(enterRoom) {
   $('create-key').value = c.randomKey(22);
-  $('create-generate').addEventListener('click', () => { $('create-room').value = c.randomKey(16); });
+  $('create-generate').addEventListener('click', () => { $('create-room').value = c.randomRoomId(); });
   let created = null;
   $('panel-create').addEventListener('submit', async (e) => {
     e.preventDefault();
     const error = $('create-error');
     error.textContent = '';
-    const roomId = $('create-room').value.trim() || c.randomKey(16);
+    const roomId = $('create-room').value.trim() || c.randomRoomId();
     const key = $('create-key').value;
     const admin = $('create-admin').value;
     if (!ROOM_ID.test(roomId)) return void (error.textContent = 'Room IDs are 3 to 64 letters, digits, - or _.');
@@ -62,10 +62,7 @@ function initCreate(enterRoom) {
       error.textContent = err.code === 'room_exists' ? 'That room ID is taken; pick another.' : err.message;
     }
   });
-  $('share-copy').addEventListener('click', async () => {
-    $('share-link').select();
-    try { await navigator.clipboard.writeText($('share-link').value); $('share-copy').textContent = 'Copied'; } catch { document.execCommand('copy'); }
-  });
+  $('share-copy').addEventListener('click', () => copyField($('share-link'), $('share-copy')));
   $('create-enter').addEventListener('click', async () => {
     const name = $('create-name').value.trim();
     if (!created || !name) return void $('create-name').focus();
@@ -76,6 +73,71 @@ function initCreate(enterRoom) {
       $('create-error').textContent = outcome.ok ? '' : outcome.text;
     } finally {
       $('create-enter').disabled = false;
+    }
+  });
+}
+
+/** Copies a read-only field's text, saying so on its button. */
+async function copyField(input, button) {
+  input.select();
+  try { await navigator.clipboard.writeText(input.value); } catch { document.execCommand('copy'); }
+  button.textContent = 'Copied';
+}
+
+/**
+ * Shows a quick room's link and admin password, once: the dialog forgets them when it closes
+ * (the tab keeps the admin password only as stay.js says, for a reload).
+ */
+function showQuickRoom(link, adminPassword) {
+  const dialog = $('quick-dialog');
+  $('quick-link').value = link;
+  $('quick-admin').value = adminPassword;
+  $('quick-link-copy').textContent = 'Copy';
+  $('quick-admin-copy').textContent = 'Copy';
+  dialog.addEventListener('close', () => {
+    $('quick-link').value = '';
+    $('quick-admin').value = '';
+    $('compose').focus();
+  }, { once: true });
+  dialog.showModal();
+  $('quick-link-copy').focus();
+}
+
+/** One click: a room with a generated ID, key and admin password, entered as its admin. */
+function initQuick(enterRoom) {
+  $('quick-link-copy').addEventListener('click', () => copyField($('quick-link'), $('quick-link-copy')));
+  $('quick-admin-copy').addEventListener('click', () => copyField($('quick-admin'), $('quick-admin-copy')));
+  $('quick-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const error = $('quick-error');
+    const input = $('quick-name');
+    const name = input.value.trim();
+    input.toggleAttribute('aria-invalid', !name);
+    if (!name) {
+      error.textContent = 'Enter your name: the room shows it to the people you invite.';
+      return void input.focus();
+    }
+    const roomId = c.randomRoomId();
+    const key = c.randomKey(22);
+    const adminPassword = c.randomKey(20);
+    const button = $('quick-btn');
+    button.disabled = true;
+    error.textContent = 'Creating the room…';
+    try {
+      const { auth } = await c.deriveRoomSecrets(roomId, key);
+      await api('POST', '/api/rooms', { room_id: roomId, auth, admin_password: adminPassword, listed: false, title: null });
+      const outcome = await enterRoom({ roomId, key, name, adminPassword });
+      if (!outcome.ok) {
+        error.textContent = outcome.text;
+        input.toggleAttribute('aria-invalid', outcome.code === 'invalid_name' || outcome.code === 'name_taken');
+        return;
+      }
+      error.textContent = '';
+      showQuickRoom(`${location.origin}/r/${encodeURIComponent(roomId)}#key=${encodeURIComponent(key)}`, adminPassword);
+    } catch (err) {
+      error.textContent = err.message;
+    } finally {
+      button.disabled = false;
     }
   });
 }
@@ -163,6 +225,8 @@ async function loadLobby() {
 function prefillFromLink() {
   const match = location.pathname.match(/^\/r\/([^/]+)$/);
   if (!match) return;
+  // Someone who followed a link came to join: the join form comes first.
+  $('quick-form').hidden = true;
   selectTab('join');
   $('join-room').value = decodeURIComponent(match[1]);
   const key = new URLSearchParams(location.hash.slice(1)).get('key');
@@ -176,6 +240,7 @@ function prefillFromLink() {
 /** Wires the home page; `enterRoom(options)` opens the room view. */
 export function initHome(enterRoom) {
   initTabs();
+  initQuick(enterRoom);
   initCreate(enterRoom);
   initJoin(enterRoom);
   initDelete();

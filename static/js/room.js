@@ -46,7 +46,12 @@ export class Room {
     this.files = new Incoming(this);
     this.readers = new Map(); // name -> highest seq read
     this.typers = new Map(); // name -> timer
-    this.dmTo = null;
+    // '' is the room; each other key is a member this person exchanged private messages with.
+    this.conversations = new Map([['', { unread: 0, lastSeq: 0 }]]);
+    this.active = '';
+    // Members this person verified in this tab: name -> the public key they verified.
+    this.verified = new Map(Object.entries(saved?.verified || {}));
+    this.keyChanged = new Set();
     this.unread = 0;
     this.ended = false;
     this.pendingSends = new Map(); // txn -> resolve
@@ -95,11 +100,18 @@ export class Room {
   }
 
   /** Keeps what a reload needs, in this tab only (see stay.js). */
-  keep(session) {
+  keep(session = this.session) {
+    this.session = session;
     stay.save({
       roomId: this.roomId, name: this.name, auth: this.auth, enc: c.b64uEncode(this.enc),
       dm: this.jwk, pubkey: this.pubkey, session, admin: this.adminPassword || null,
+      verified: Object.fromEntries(this.verified),
     });
+  }
+
+  /** The member the composer writes to privately, or null for the whole room. */
+  get dmTo() {
+    return this.active || null;
   }
 
   /** Shows the room view: called at the first `welcome`. */
@@ -137,7 +149,9 @@ export class Room {
     $('room').classList.add('room-ended');
     for (const control of $('composer').querySelectorAll('textarea, button, input, select')) control.disabled = true;
     $('composer').querySelector('.file-btn').setAttribute('aria-disabled', 'true');
-    $('dm-target').hidden = true;
+    $('compose-to-text').textContent = 'This room is over: nothing more can be sent.';
+    $('dm-cancel').hidden = true;
+    $('verify-partner').hidden = true;
     for (const button of $('messages').querySelectorAll('.unsend, .act, .picker')) button.remove();
     for (const chip of $('messages').querySelectorAll('.reactions button')) chip.disabled = true;
     $('member-list').replaceChildren(el('li', { class: 'hint' }, 'You are no longer in this room.'));
@@ -190,6 +204,7 @@ export class Room {
     this.limits = f.limits;
     $('delete-room-btn').hidden = !this.admin;
     this.setMembers(f.members);
+    this.renderTarget();
     this.state('connected', true);
     if (again) this.notice('Reconnected.');
     $('compose').focus();
@@ -197,35 +212,89 @@ export class Room {
 
   setMembers(list) {
     this.members = new Map(list.map((m) => [m.name, m]));
+    for (const m of this.members.values()) this.checkKey(m);
     this.renderMembers();
+    this.renderConversations();
+  }
+
+  /**
+   * A member this person verified shows up with another public key: the mark goes, and both
+   * the room and the private conversation say so, until they verify again.
+   */
+  checkKey(m) {
+    const verified = this.verified.get(m.name);
+    if (!verified || !m.pubkey || verified === m.pubkey) return;
+    this.verified.delete(m.name);
+    this.keyChanged.add(m.name);
+    this.keep();
+    const text = `⚠ ${m.name}'s key is not the one you verified: it is someone else, or the same person on a new device or tab. Verify again before you trust private messages with ${m.name}.`;
+    this.notice(text, '');
+    if (this.conversations.has(m.name)) this.notice(text, m.name);
   }
 
   renderMembers() {
     const items = [...this.members.values()].map((m) => {
       const me = m.name === this.name;
-      const fp = el('span', { class: 'fp' });
-      if (!me && m.pubkey) this.dmKey(m.name).then((k) => { fp.textContent = `DM key ${k.fp}`; }).catch(() => { fp.textContent = 'DM key unusable'; });
       return el('li', {},
-        el('span', { class: 'who' }, el('strong', {}, m.name), me ? ' (you)' : '', m.admin ? el('span', { class: 'badge' }, 'admin') : ''),
-        fp,
-        !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.startDm(m.name), 'aria-label': `Private message to ${m.name}` }, 'DM') : '',
+        el('span', { class: 'who' }, el('strong', {}, m.name), me ? ' (you)' : '', m.admin ? el('span', { class: 'badge' }, 'admin') : '', me ? '' : this.trust(m.name)),
+        !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.openConversation(m.name), 'aria-label': `Private message to ${m.name}` }, 'Message') : '',
+        !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.verify(m.name), 'aria-label': `Verify ${m.name}` }, 'Verify') : '',
         !me && this.admin ? el('button', { type: 'button', class: 'danger', onclick: () => this.kick(m.name), 'aria-label': `Remove ${m.name}` }, 'Remove') : '',
       );
     });
     $('member-list').replaceChildren(...items);
     $('member-count').textContent = `(${this.members.size})`;
+    $('member-count-short').textContent = `(${this.members.size})`;
   }
 
+  /** The verified mark, or the warning that a verified member's key changed. */
+  trust(name) {
+    if (this.verified.has(name)) return el('span', { class: 'verified', title: 'You compared safety codes with this member in this tab' }, '✓ verified');
+    if (this.keyChanged.has(name)) return el('span', { class: 'key-changed' }, '⚠ key changed');
+    return '';
+  }
+
+  /** The pair key with `other` for the public key it has now (a new key, a new derivation). */
   dmKey(other) {
-    if (!this.dmKeys.has(other)) {
-      const them = this.members.get(other);
-      const promise = (async () => {
-        const { key } = await c.dmKeyRaw(this.privateKey, them.pubkey, this.roomId, this.name, other);
-        return { key: await c.aesKey(key), fp: await c.fingerprint('ephemera/v1/fp/dm', key), pubkey: them.pubkey };
-      })();
-      this.dmKeys.set(other, promise);
-    }
-    return this.dmKeys.get(other);
+    const them = this.members.get(other);
+    if (!them?.pubkey) return Promise.reject(new Error(`${other} has no DM key here`));
+    const cached = this.dmKeys.get(other);
+    if (cached?.pubkey === them.pubkey) return cached.promise;
+    const promise = (async () => {
+      const { key } = await c.dmKeyRaw(this.privateKey, them.pubkey, this.roomId, this.name, other);
+      return { key: await c.aesKey(key) };
+    })();
+    this.dmKeys.set(other, { pubkey: them.pubkey, promise });
+    return promise;
+  }
+
+  /**
+   * Shows the safety code to read to `name` out of band; when the person says the codes match,
+   * the member is verified (for this public key, in this tab).
+   */
+  async verify(name) {
+    const them = this.members.get(name);
+    if (!them?.pubkey || this.ended) return;
+    const code = await c.safetyCode(this.roomId, [this.name, this.pubkey], [name, them.pubkey]);
+    const dialog = $('verify-dialog');
+    const already = this.verified.get(name) === them.pubkey;
+    $('verify-title').textContent = `Verify ${name}`;
+    $('verify-how').textContent = `Read this code to ${name} by phone or in person, not in this chat. If ${name} sees the same digits, nobody stands between your private messages.`;
+    $('verify-code').textContent = code;
+    $('verify-state').textContent = already ? `You verified ${name} in this tab.` : '';
+    $('verify-ok').hidden = already;
+    dialog.returnValue = '';
+    dialog.addEventListener('close', () => {
+      if (dialog.returnValue !== 'ok' || this.members.get(name)?.pubkey !== them.pubkey) return;
+      this.verified.set(name, them.pubkey);
+      this.keyChanged.delete(name);
+      this.keep();
+      this.renderMembers();
+      this.renderConversations();
+      this.announce(`${name} is verified.`);
+    }, { once: true });
+    dialog.showModal();
+    (already ? $('verify-cancel') : $('verify-ok')).focus();
   }
 
   async onMessage(f, dm) {
@@ -249,8 +318,10 @@ export class Room {
     } else if (kind === 'react') this.onReact(f, plain, other);
     else if (kind === 'edit') this.onEdit(f, plain, other);
     else return; // a kind this client does not know: nothing to show
+    const conversation = this.conversation(other || '');
+    conversation.lastSeq = Math.max(conversation.lastSeq, f.seq);
     if (!own && (plain === null || kind === 'text' || kind === 'file')) this.noticeIncoming(f.from);
-    this.markRead(f.seq);
+    if ((other || '') === this.active) this.markRead(f.seq);
   }
 
   addMessage(f, plain, own, other) {
@@ -258,7 +329,7 @@ export class Room {
       ? '⚠ This message could not be decrypted.'
       : typeof plain.text === 'string' ? plain.text : '(unsupported message)';
     const textNode = el('div', { class: 'text' }, linkify(text));
-    const node = el('li', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}${plain === null ? ' failed' : ''}`, 'data-seq': f.seq },
+    const node = el('div', { class: `msg${own ? ' own' : ''}${other ? ' dm' : ''}${plain === null ? ' failed' : ''}`, 'data-seq': f.seq },
       this.meta(f, own, other, [f.seq], plain !== null),
       plain?.reply_to !== undefined ? this.quote(plain.reply_to) : '',
       textNode,
@@ -267,7 +338,7 @@ export class Room {
       node, own, from: f.from, other, textNode, plain: text, text: `${f.from}${other ? ` → ${f.to}` : ''}: ${text}`,
       ts: f.ts, audience: own ? this.audience(other) : null, reactions: new Map(),
     });
-    this.append(node);
+    this.append(node, other || '', !own);
     if (plain) this.expire(f, plain.ttl);
   }
 
@@ -403,18 +474,16 @@ export class Room {
   startReply(seq) {
     const m = this.messages.get(seq);
     if (!m || this.ended) return;
+    this.openConversation(m.other || '');
     this.compose = { reply: seq, other: m.other };
-    if (m.other) this.startDm(m.other);
-    else this.endDm();
     this.showContext(`Replying to ${m.from}: ${m.plain.slice(0, 60)}`);
   }
 
   startEdit(seq) {
     const m = this.messages.get(seq);
     if (!m || this.ended) return;
+    this.openConversation(m.other || '');
     this.compose = { edit: seq, other: m.other };
-    if (m.other) this.startDm(m.other);
-    else this.endDm();
     $('compose').value = m.plain;
     this.showContext('Editing your message');
   }
@@ -430,24 +499,115 @@ export class Room {
     $('compose-context').hidden = true;
   }
 
-  append(node) {
+  /**
+   * Adds a line to a conversation: shown if it is the open one, otherwise kept hidden and, when
+   * someone else said it, counted unread there and announced.
+   */
+  append(node, conversation = '', incoming = false) {
     const list = $('messages');
     const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    node.dataset.conv = conversation;
+    node.hidden = conversation !== this.active;
     list.append(node);
-    if (atEnd) list.scrollTop = list.scrollHeight;
+    if (node.hidden && incoming) {
+      this.conversation(conversation).unread += 1;
+      this.renderConversations();
+      this.announce(conversation ? `New private message from ${conversation}` : 'New message in the room');
+    } else if (atEnd) {
+      list.scrollTop = list.scrollHeight;
+    }
+  }
+
+  conversation(name) {
+    if (!this.conversations.has(name)) {
+      this.conversations.set(name, { unread: 0, lastSeq: 0 });
+      this.renderConversations();
+    }
+    return this.conversations.get(name);
+  }
+
+  /** The room, then one entry per member this person talks with privately, with unread counts. */
+  renderConversations() {
+    const items = [...this.conversations.entries()].map(([name, conv]) => {
+      const here = name === '' || this.members.has(name);
+      const label = name === '' ? 'Room' : name;
+      return el('li', {}, el('button', {
+        type: 'button', class: `conv${name ? ' private' : ''}`, 'data-conv': name,
+        'aria-current': name === this.active ? 'true' : null,
+        onclick: () => this.openConversation(name),
+      },
+      label,
+      name ? el('span', { class: 'visually-hidden' }, ', private') : '',
+      name && this.verified.has(name) ? el('span', { class: 'verified', title: 'verified' }, ' ✓') : '',
+      name && this.keyChanged.has(name) ? el('span', { class: 'key-changed' }, ' ⚠') : '',
+      name && !here ? el('span', { class: 'hint' }, ' (left)') : '',
+      conv.unread ? el('span', { class: 'unread' }, String(conv.unread), el('span', { class: 'visually-hidden' }, ' unread')) : ''));
+    });
+    $('conv-list').replaceChildren(...items);
+    $('conversations').hidden = this.conversations.size < 2;
+  }
+
+  /**
+   * Opens a conversation: the room ('') or the private one with `name`. The log shows only its
+   * lines, and the composer says plainly where what is typed will go.
+   */
+  openConversation(name) {
+    if (name && !this.conversations.has(name) && !this.members.get(name)?.pubkey) return;
+    const changed = name !== this.active;
+    if (changed && this.compose) this.endContext();
+    this.active = name;
+    // On a phone the member list covers the log: choosing someone in it closes it.
+    $('members').classList.remove('open');
+    $('members-toggle').setAttribute('aria-expanded', 'false');
+    const conv = this.conversation(name);
+    conv.unread = 0;
+    for (const node of $('messages').children) node.hidden = node.dataset.conv !== name;
+    this.renderConversations();
+    this.renderTarget();
+    const list = $('messages');
+    if (changed) list.scrollTop = list.scrollHeight;
+    if (conv.lastSeq) this.markRead(conv.lastSeq);
+    if (!this.ended) $('compose').focus();
+  }
+
+  /** Where the composer sends: the whole room, or one member privately (and whether they can hear). */
+  renderTarget() {
+    if (this.ended) return;
+    const name = this.active;
+    const here = !name || this.members.get(name)?.pubkey;
+    $('composer').classList.toggle('private', Boolean(name));
+    $('compose-to-text').textContent = !name
+      ? `To everyone in the room (${this.members.size})`
+      : here ? `Private to ${name}: only ${name} can read it` : `${name} has left: nothing more can be sent to them`;
+    $('compose').placeholder = name ? `Message ${name} privately` : 'Message everyone';
+    $('dm-cancel').hidden = !name;
+    $('verify-partner').hidden = !name || !here;
+    $('verify-partner').textContent = this.verified.has(name) ? '✓ Verified' : 'Verify';
+    $('verify-partner').setAttribute('aria-label', `Verify ${name}`);
+    for (const control of $('composer').querySelectorAll('textarea, button[type=submit], select')) control.disabled = !here;
   }
 
   onBot(f) {
-    if (f.event === 'join' && f.member) this.members.set(f.member.name, f.member);
-    if ((f.event === 'leave' || f.event === 'kick') && f.name) {
+    const line = () => el('div', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts)));
+    if (f.event === 'join' && f.member) {
+      this.members.set(f.member.name, f.member);
+      this.checkKey(f.member);
+    }
+    const gone = (f.event === 'leave' || f.event === 'kick') && f.name;
+    if (gone) {
       // Whoever takes the name next is someone else: it may not edit what was said under it.
       for (const m of this.messages.values()) if (m.from === f.name) m.authorGone = true;
       this.members.delete(f.name);
       this.dmKeys.delete(f.name);
-      if (this.dmTo === f.name) this.endDm();
     }
-    if (f.event !== 'welcome') this.renderMembers();
-    this.append(el('li', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts))));
+    const conversation = f.name || f.member?.name;
+    if (f.event !== 'welcome' && conversation && this.conversations.has(conversation)) this.append(line(), conversation);
+    if (f.event !== 'welcome') {
+      this.renderMembers();
+      this.renderConversations();
+      this.renderTarget();
+    }
+    this.append(line());
   }
 
   onTyping(f) {
@@ -467,15 +627,17 @@ export class Room {
     this.renderSeen();
   }
 
+  /** "Seen by" under this person's latest message in each conversation. */
   renderSeen() {
     document.querySelectorAll('.seen').forEach((n) => n.remove());
-    const own = [...this.messages.entries()].filter(([, m]) => m.own && !m.unsent);
-    if (!own.length) return;
-    const [seq, last] = own[own.length - 1];
-    const who = [...this.readers.entries()]
-      .filter(([name, s]) => s >= seq && last.audience?.has(name))
-      .map(([name]) => name);
-    if (who.length) last.node.append(el('div', { class: 'seen' }, `Seen by ${who.join(', ')}`));
+    const latest = new Map();
+    for (const [seq, m] of this.messages) if (m.own && !m.unsent) latest.set(m.other || '', [seq, m]);
+    for (const [seq, last] of latest.values()) {
+      const who = [...this.readers.entries()]
+        .filter(([name, s]) => s >= seq && last.audience?.has(name))
+        .map(([name]) => name);
+      if (who.length && !last.node.querySelector('.seen')) last.node.append(el('div', { class: 'seen' }, `Seen by ${who.join(', ')}`));
+    }
   }
 
   onUnsent(f) {
@@ -501,9 +663,16 @@ export class Room {
     }
   }
 
-  notice(text) {
-    const node = el('li', { class: 'msg bot', role: 'status' }, text);
-    this.append(node);
+  /** A line from this client (not from the room's bot), in a conversation (the open one by default). */
+  notice(text, conversation = this.active) {
+    const node = el('div', { class: 'msg bot', role: 'note' }, text);
+    this.append(node, conversation);
+  }
+
+  /** Said once to screen readers, politely. */
+  announce(text) {
+    $('announce').textContent = '';
+    setTimeout(() => { $('announce').textContent = text; }, 50);
   }
 
   noticeIncoming(from) {
@@ -569,20 +738,21 @@ export class Room {
     await this.sendSealed(plain, context ? context.other : this.dmTo);
   }
 
-  async sendFile(file) {
-    for await (const plain of chunks(file, this.name)) await this.sendSealed(plain);
+  async sendFile(file, to = this.dmTo) {
+    for await (const plain of chunks(file, this.name)) await this.sendSealed(plain, to);
   }
 
-  startDm(name) {
-    this.dmTo = name;
-    $('dm-name').textContent = name;
-    $('dm-target').hidden = false;
-    $('compose').focus();
-  }
-
-  endDm() {
-    this.dmTo = null;
-    $('dm-target').hidden = true;
+  /**
+   * Files pasted or dropped go after a yes in the page's dialog, which names them and where
+   * they go: a screenshot pasted by mistake is not sent to a whole room.
+   */
+  async offerFiles(files) {
+    const list = [...files];
+    if (!list.length || this.ended) return;
+    const to = this.dmTo;
+    const names = list.map((f) => `${f.name || 'pasted file'} (${Math.max(1, Math.ceil(f.size / 1024))} KiB)`).join(', ');
+    if (!(await confirmDialog(`Send ${names} ${to ? `privately to ${to}` : 'to everyone in the room'}?`, 'Send', false))) return;
+    for (const file of list) await this.sendFile(file, to);
   }
 
   async kick(name) {
@@ -636,10 +806,12 @@ export class Room {
       }
     });
     compose.addEventListener('input', () => (compose.value ? this.typing() : this.stopTyping()));
-    $('dm-cancel').addEventListener('click', () => {
-      // A reply or an edit belongs to its conversation: leaving the DM drops it.
-      if (this.compose?.other) this.endContext();
-      this.endDm();
+    $('dm-cancel').addEventListener('click', () => this.openConversation(''));
+    $('verify-partner').addEventListener('click', () => this.verify(this.active));
+    compose.addEventListener('paste', (e) => {
+      if (!e.clipboardData?.files.length) return;
+      e.preventDefault();
+      this.offerFiles(e.clipboardData.files);
     });
     $('compose-context-cancel').addEventListener('click', () => {
       if (this.compose?.edit !== undefined) compose.value = '';
@@ -652,13 +824,13 @@ export class Room {
     $('file-input').previousElementSibling.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); $('file-input').click(); }
     });
-    const list = $('messages');
-    list.addEventListener('dragover', (e) => { e.preventDefault(); list.classList.add('dragging'); });
-    list.addEventListener('dragleave', () => list.classList.remove('dragging'));
-    list.addEventListener('drop', async (e) => {
+    const view = $('room');
+    view.addEventListener('dragover', (e) => { e.preventDefault(); if (!this.ended) view.classList.add('dragging'); });
+    view.addEventListener('dragleave', (e) => { if (!view.contains(e.relatedTarget)) view.classList.remove('dragging'); });
+    view.addEventListener('drop', (e) => {
       e.preventDefault();
-      list.classList.remove('dragging');
-      for (const file of e.dataTransfer.files) await this.sendFile(file);
+      view.classList.remove('dragging');
+      this.offerFiles(e.dataTransfer.files);
     });
     $('export-btn').addEventListener('click', () => this.exportConversation());
     $('notify-btn').addEventListener('click', async () => {
@@ -667,6 +839,18 @@ export class Room {
     $('members-toggle').addEventListener('click', () => {
       const open = $('members').classList.toggle('open');
       $('members-toggle').setAttribute('aria-expanded', String(open));
+    });
+    const menu = (open) => {
+      $('room-actions').classList.toggle('open', open);
+      $('menu-toggle').setAttribute('aria-expanded', String(open));
+    };
+    $('menu-toggle').addEventListener('click', () => menu(!$('room-actions').classList.contains('open')));
+    $('room-actions').addEventListener('click', (e) => { if (e.target.closest('button')) menu(false); });
+    view.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && $('room-actions').classList.contains('open')) {
+        menu(false);
+        $('menu-toggle').focus();
+      }
     });
     $('delete-room-btn').addEventListener('click', async () => {
       if (await confirmDialog('Delete this room for everyone? This cannot be undone.', 'Delete room')) this.send({ type: 'delete_room' });

@@ -137,7 +137,9 @@ async fn four_clients_share_messages_dms_and_files() {
     }
     ann.quiet().await;
     di.quiet().await;
-    assert_eq!(bo.room.dm_fingerprint("cy"), cy.room.dm_fingerprint("bo"));
+    let code = bo.room.safety_code("cy").expect("cy is here with a DM key");
+    assert_eq!(Some(code), cy.room.safety_code("bo"));
+    assert_eq!(bo.room.safety_code("nobody"), None);
 
     // A file of three and a bit chunks, every byte value, byte for byte.
     let data: Vec<u8> = (0..(3 * 128 * 1024 + 777))

@@ -75,6 +75,43 @@ async function connected(page) {
 
 const messages = (page) => page.locator('#messages');
 
+const DESKTOP = { width: 1200, height: 850 };
+const PHONE = { width: 390, height: 844 };
+
+/** Opens the room's link and joins under `name`. */
+async function enter(p, roomId, key, name) {
+  await p.page.goto(`${base}/r/${roomId}#key=${encodeURIComponent(key)}`);
+  await p.page.fill('#join-name', name);
+  await p.page.click('#panel-join button[type=submit]');
+  await connected(p.page);
+}
+
+const AXE = readFileSync(join(ROOT, 'tests', 'browser', 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+
+/**
+ * Runs axe-core on the page as it is (injected through the DevTools protocol, so the page's
+ * strict CSP stays as it is) and fails on any serious or critical violation.
+ */
+async function accessible(page, what) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const { violations } = await window.axe.run(document, { resultTypes: ['violations'] });
+    return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')) }));
+  });
+  assert.deepEqual(found, [], `${what}: ${JSON.stringify(found, null, 1)}`);
+}
+
+/** axe in light and in dark, with a screenshot of each, named `${what}-${size}-${scheme}.png`. */
+async function checkBothSchemes(page, what, size) {
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    await accessible(page, `${what} at ${size} width, ${colorScheme}`);
+    await page.screenshot({ path: join(SHOTS, `${what}-${size}-${colorScheme}.png`) });
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
 /** Creates a room through the API from `page`, deriving its proof with the web client's own crypto. */
 async function createRoom(page, roomId, key, adminPassword) {
   await page.goto(base);
@@ -113,11 +150,16 @@ test('key derivation, envelopes, DM keys and final closes match the contract in 
     }, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
     const bob = 'BLy5ei9_ep2rpo8OBY4a_ZNaLnIG40GMl49f7SuarDnezTyp-Tcv7rKuO-a8gil0u5aazGuhOoUFZkrQPR4-NPU';
     const dm = await c.dmKeyRaw(alicePriv, bob, 'team-42', 'bob', 'alice');
+    const alice = c.b64uEncode(alicePub);
+    const safety = [
+      await c.safetyCode('team-42', ['alice', alice], ['bob', bob]),
+      await c.safetyCode('team-42', ['bob', bob], ['alice', alice]),
+    ];
     // The closes after which a client does not come back, by the contract's rule.
     const p = await import('/js/protocol.js');
     const final = [1000, 1001, 1006, 1011, 1013, 4400, 4401, 4403, 4404, 4409, 4410, 4413, 4422, 4429, 4503]
       .filter((code) => p.isFinal(code));
-    return { rows, ct: envelope.ct, iv: envelope.iv, opened, secret: c.hex(dm.secret), dmKey: c.hex(dm.key), final };
+    return { rows, ct: envelope.ct, iv: envelope.iv, opened, secret: c.hex(dm.secret), dmKey: c.hex(dm.key), final, safety };
   });
   assert.deepEqual(got.rows, [
     { master: '06f708ad03a0ad27d9dccb18ec02343b857ef206182c271972d1df654719d8d1', auth: 'QI2MuN_h4umuzgDv7fuYPzUPs2a7-rq_52HxKATzSZk', enc: '515b6b9575f599f3b175b0dcda5c6adf051782b81f44e8ac0a82c9a85337b02d' },
@@ -128,6 +170,7 @@ test('key derivation, envelopes, DM keys and final closes match the contract in 
   assert.deepEqual(got.opened, { from: 'alice', kind: 'text', text: 'hi' });
   assert.equal(got.secret, 'a2f8fe9b57581bbb78d34e77b3fa8b088039c228a1559ef435b60de380505488');
   assert.equal(got.dmKey, '003564b11ce1bf34b72ec2f06e95f4cce851d03f7ed28d9e2d3dcb18d8ebad4d');
+  assert.deepEqual(got.safety, ['01381 76559 28245 28596 44131 17923', '01381 76559 28245 28596 44131 17923']);
   assert.deepEqual(got.final, [1000, 4400, 4401, 4403, 4404, 4409, 4410, 4413, 4422, 4429, 4503]);
   await context.close();
 });
@@ -142,7 +185,6 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
 
   // Alice creates a listed room and gets the share link.
   await alice.page.goto(base);
-  await alice.page.screenshot({ path: join(SHOTS, 'home-desktop.png'), fullPage: true });
   await alice.page.fill('#create-room', 'browser-room');
   await alice.page.fill('#create-admin', 'admin-password-1');
   await alice.page.fill('#create-title', 'Browser test');
@@ -183,8 +225,21 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   await bob.page.click('button[aria-label="Private message to alice"]');
   await bob.page.fill('#compose', 'a secret for alice only');
   await bob.page.press('#compose', 'Enter');
+  // Alice's conversation list gains Bob, with one unread message; the room stays on screen
+  // until she opens it, and then the composer says it writes to Bob alone.
+  const bobConv = alice.page.locator('#conv-list .conv[data-conv="bob"]');
+  await bobConv.locator('.unread', { hasText: '1' }).waitFor();
+  assert.equal(await messages(alice.page).getByText('a secret for alice only').isVisible(), false);
+  await bobConv.click();
   await messages(alice.page).getByText('a secret for alice only').waitFor();
+  assert.match(await alice.page.textContent('#compose-to-text'), /Private to bob/);
+  assert.equal(await bobConv.locator('.unread').count(), 0);
+  assert.equal(await messages(alice.page).getByText('hi alice, bob here').isVisible(), false);
+  await alice.page.click('#conv-list .conv[data-conv=""]');
+  await messages(alice.page).getByText('hi alice, bob here').waitFor();
+  assert.match(await bob.page.textContent('#compose-to-text'), /Private to alice/);
   await bob.page.click('#dm-cancel');
+  assert.match(await bob.page.textContent('#compose-to-text'), /To everyone in the room/);
   await bob.page.fill('#compose', 'back to everyone');
   await bob.page.press('#compose', 'Enter');
   await messages(carol.page).getByText('back to everyone').waitFor();
@@ -225,12 +280,9 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   assert.equal(await bob.page.textContent('#room-fp'), fpA);
   assert.match(fpA, /^[0-9a-f]{4} [0-9a-f]{4} [0-9a-f]{4}$/);
 
-  await alice.page.screenshot({ path: join(SHOTS, 'room-desktop.png'), fullPage: true });
-  await carol.page.screenshot({ path: join(SHOTS, 'room-phone.png'), fullPage: true });
   const home = await person({ width: 390, height: 844 });
   await home.page.goto(base);
   await home.page.getByText('Browser test', { exact: true }).waitFor();
-  await home.page.screenshot({ path: join(SHOTS, 'home-phone.png'), fullPage: true });
   await home.context.close();
 
   // Unsend removes it on both sides.
@@ -261,6 +313,8 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   await alice.page.click('#delete-room-btn');
   await alice.page.click('#confirm-ok');
   await bob.page.locator('#room-notice', { hasText: 'deleted' }).waitFor();
+  assert.equal(await bob.page.isDisabled('#compose'), true);
+  assert.equal(await messages(bob.page).locator('.unsend, .act').count(), 0);
 
   // Nothing anyone said crossed the wire in the clear.
   const wire = [...alice.frames, ...bob.frames, ...carol.frames].join('\n');
@@ -617,3 +671,319 @@ test('replies, reactions, edits, links and disappearing messages between two pag
   await messages(gil.page).getByText('this will vanish').waitFor({ state: 'detached', timeout: 10000 });
   for (const p of [gil, hal]) await p.context.close();
 });
+
+/** Sends a line from the composer. */
+async function say(page, text) {
+  await page.fill('#compose', text);
+  await page.press('#compose', 'Enter');
+}
+
+/** An interactive ephemera-cli in a room: lines in, output collected. */
+function terminal(t, roomId, name, env) {
+  const child = spawn(CLI, ['--server', base, 'join', roomId, '--name', name], { env: { ...process.env, ...env } });
+  t.after(() => child.kill('SIGTERM'));
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  return {
+    type: (line) => child.stdin.write(`${line}\n`),
+    async wait(pattern) {
+      for (let i = 0; i < 200; i++) {
+        const m = out.match(pattern);
+        if (m) return m;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`${pattern} not printed; output: ${out}`);
+    },
+  };
+}
+
+/** The safety code a page shows in its Verify dialog for `name` (the dialog is left open). */
+async function safetyCodeShown(page, name) {
+  await page.click(`#member-list button[aria-label="Verify ${name}"]`);
+  await page.locator('#verify-dialog[open]').waitFor();
+  return page.textContent('#verify-code');
+}
+
+test('private conversations have their own place, unread counts and a composer that says where it sends', async () => {
+  const key = 'conversation key';
+  const [jo, kim, lou] = [await person(), await person(), await person()];
+  await createRoom(jo.page, 'conv-room', key, 'conv-admin-1');
+  for (const [p, name] of [[jo, 'jo'], [kim, 'kim'], [lou, 'lou']]) await enter(p, 'conv-room', key, name);
+  // No private conversation yet: no list, and the composer writes to the room.
+  assert.equal(await jo.page.isVisible('#conversations'), false);
+  assert.match(await jo.page.textContent('#compose-to-text'), /To everyone in the room \(3\)/);
+  assert.equal(await jo.page.getAttribute('#compose', 'placeholder'), 'Message everyone');
+
+  await kim.page.click('#member-list button[aria-label="Private message to jo"]');
+  assert.equal(await kim.page.getAttribute('#compose', 'placeholder'), 'Message jo privately');
+  await say(kim.page, 'kim to jo, one');
+  await say(kim.page, 'kim to jo, two');
+  await lou.page.click('#member-list button[aria-label="Private message to jo"]');
+  await say(lou.page, 'lou to jo');
+  await say(kim.page, 'kim to jo, three');
+  await kim.page.click('#conv-list .conv[data-conv=""]');
+  await say(kim.page, 'kim to the room');
+
+  // Jo: the room (open), then kim with 3 unread and lou with 1, and a polite word for each.
+  await messages(jo.page).getByText('kim to the room').waitFor();
+  await jo.page.locator('#conv-list .conv[data-conv="kim"] .unread', { hasText: '3' }).waitFor();
+  await jo.page.locator('#conv-list .conv[data-conv="lou"] .unread', { hasText: '1' }).waitFor();
+  assert.deepEqual(await jo.page.$$eval('#conv-list .conv', (b) => b.map((x) => x.dataset.conv)), ['', 'kim', 'lou']);
+  assert.equal(await jo.page.getAttribute('#messages', 'role'), 'log');
+  assert.equal(await jo.page.getAttribute('#messages', 'aria-live'), 'polite');
+  assert.match(await jo.page.textContent('#announce'), /New private message from (kim|lou)/);
+  // Each conversation shows its own lines only.
+  await jo.page.locator('#conv-list .conv[data-conv="kim"]').click();
+  for (const text of ['kim to jo, one', 'kim to jo, two', 'kim to jo, three']) await messages(jo.page).getByText(text).waitFor();
+  assert.equal(await messages(jo.page).getByText('lou to jo').isVisible(), false);
+  assert.equal(await messages(jo.page).getByText('kim to the room').isVisible(), false);
+  assert.equal(await jo.page.getAttribute('#conv-list .conv[data-conv="kim"]', 'aria-current'), 'true');
+  assert.equal(await jo.page.locator('#conv-list .conv[data-conv="kim"] .unread').count(), 0);
+  await say(jo.page, 'jo answers kim');
+  await messages(kim.page).getByText('jo answers kim').waitFor({ state: 'attached' });
+  assert.equal(await messages(lou.page).getByText('jo answers kim').count(), 0);
+  await jo.page.screenshot({ path: join(SHOTS, 'dm-desktop-light.png') });
+
+  // Kim leaves: her conversation stays readable on Jo's page, and nothing more can go to her.
+  await kim.page.click('#leave-btn');
+  await jo.page.locator('#conv-list .conv[data-conv="kim"]', { hasText: '(left)' }).waitFor();
+  assert.match(await jo.page.textContent('#compose-to-text'), /kim has left/);
+  assert.equal(await jo.page.isDisabled('#compose'), true);
+  assert.ok(await messages(jo.page).getByText('kim to jo, one').isVisible());
+  await jo.page.click('#dm-cancel');
+  assert.equal(await jo.page.isDisabled('#compose'), false);
+  for (const p of [jo, kim, lou]) await p.context.close();
+});
+
+test('verify a member: both pages and the terminal read the same safety code, and a changed key is flagged', async (t) => {
+  const key = 'verify key';
+  const env = { EPHEMERA_ROOM_KEY: key };
+  const [mo, ned] = [await person(), await person()];
+  await createRoom(mo.page, 'verify-room', key, 'verify-admin-1');
+  await enter(mo, 'verify-room', key, 'mo');
+  await enter(ned, 'verify-room', key, 'ned');
+  const tty = terminal(t, 'verify-room', 'tty', env);
+  await messages(mo.page).getByText('tty joined').waitFor();
+
+  const moSees = await safetyCodeShown(mo.page, 'ned');
+  assert.match(moSees, /^\d{5}( \d{5}){5}$/);
+  assert.equal(await safetyCodeShown(ned.page, 'mo'), moSees);
+  await ned.page.click('#verify-cancel');
+  await mo.page.click('#verify-ok');
+  await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.verified').waitFor();
+
+  // The terminal computes the same code as the browser.
+  const withTty = await safetyCodeShown(mo.page, 'tty');
+  await mo.page.click('#verify-ok');
+  tty.type('/verify mo');
+  const [, printed] = await tty.wait(/safety code with mo: (\d{5}(?: \d{5}){5})/);
+  assert.equal(printed, withTty);
+
+  // The marks are the tab's: a reload keeps them.
+  await mo.page.reload();
+  await connected(mo.page);
+  await mo.page.locator('#member-list li', { hasText: 'tty' }).locator('.verified').waitFor();
+  await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.verified').waitFor();
+
+  // Ned leaves, and someone else joins as "ned", with another key: Mo is warned.
+  await ned.page.click('#leave-btn');
+  await messages(mo.page).getByText('ned left').waitFor();
+  const impostor = await person();
+  await enter(impostor, 'verify-room', key, 'ned');
+  await messages(mo.page).getByText("ned's key is not the one you verified").waitFor();
+  await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.key-changed').waitFor();
+  assert.equal(await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.verified').count(), 0);
+  for (const p of [mo, ned, impostor]) await p.context.close();
+});
+
+test('a quick room in one click: generated ID, key and admin password, shown once, and the creator is in', async () => {
+  const pat = await person();
+  await pat.page.goto(base);
+  await pat.page.click('#quick-btn');
+  await pat.page.locator('#quick-error', { hasText: 'Enter your name' }).waitFor();
+  assert.equal(await pat.page.evaluate(() => document.activeElement.id), 'quick-name');
+  await pat.page.fill('#quick-name', 'pat');
+  await pat.page.click('#quick-btn');
+  await pat.page.locator('#quick-dialog[open]').waitFor();
+  const link = await pat.page.inputValue('#quick-link');
+  const admin = await pat.page.inputValue('#quick-admin');
+  const [, roomId] = link.match(/\/r\/([A-Za-z0-9][A-Za-z0-9_-]{15})#key=[A-Za-z0-9_-]{22}$/);
+  assert.match(admin, /^[A-Za-z0-9_-]{20}$/);
+  await pat.page.click('#quick-done');
+  // Shown once: the dialog forgets both as it closes.
+  await pat.page.waitForFunction(() => !document.getElementById('quick-link').value && !document.getElementById('quick-admin').value);
+  await connected(pat.page);
+  assert.equal(new URL(pat.page.url()).pathname, `/r/${roomId}`);
+  assert.equal(await pat.page.isVisible('#delete-room-btn'), true);
+
+  // The link lets a guest in; the admin password deletes the room, and the guest is told.
+  const guest = await person();
+  await guest.page.goto(link);
+  await guest.page.fill('#join-name', 'guest');
+  await guest.page.click('#panel-join button[type=submit]');
+  await connected(guest.page);
+  const deleted = await guest.page.evaluate(async ({ roomId, admin }) => (await fetch(`/api/rooms/${roomId}`, {
+    method: 'DELETE', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_password: admin }),
+  })).status, { roomId, admin });
+  assert.equal(deleted, 204);
+  await guest.page.locator('#room-notice', { hasText: 'deleted' }).waitFor();
+  await pat.page.locator('#room-notice', { hasText: 'deleted' }).waitFor();
+
+  // Generated room IDs never start with - or _ (a - would read as an option on a command line).
+  const starts = await pat.page.evaluate(async () => {
+    const c = await import('/js/crypto.js');
+    return [...new Set(Array.from({ length: 2000 }, () => c.randomRoomId()[0]))].join('');
+  });
+  assert.doesNotMatch(starts, /[-_]/);
+  for (const p of [pat, guest]) await p.context.close();
+});
+
+/** A file pasted into `selector`'s element, as a clipboard paste of a screenshot would be. */
+async function paste(page, name) {
+  await page.evaluate(({ bytes, name }) => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array(bytes)], name, { type: 'image/png' }));
+    document.getElementById('compose').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+  }, { bytes: [...PNG], name });
+}
+
+test('files pasted or dropped go after a yes that names them and says where they go', async () => {
+  const key = 'paste key';
+  const [quin, rae] = [await person(), await person()];
+  await createRoom(quin.page, 'paste-room', key, 'paste-admin-1');
+  await enter(quin, 'paste-room', key, 'quin');
+  await enter(rae, 'paste-room', key, 'rae');
+
+  await paste(quin.page, 'pasted-by-mistake.png');
+  await quin.page.locator('#confirm-dialog[open]', { hasText: 'pasted-by-mistake.png' }).waitFor();
+  assert.match(await quin.page.textContent('#confirm-text'), /to everyone in the room/);
+  await quin.page.click('#confirm-cancel');
+  await paste(quin.page, 'shot.png');
+  await quin.page.locator('#confirm-dialog[open]', { hasText: 'shot.png' }).waitFor();
+  await quin.page.click('#confirm-ok');
+  await messages(rae.page).locator('img[alt="shot.png"]').waitFor();
+  assert.equal(await messages(rae.page).locator('img[alt="pasted-by-mistake.png"]').count(), 0);
+
+  // Dropped on the room view while a private conversation is open: it goes to that member only.
+  await quin.page.click('#member-list button[aria-label="Private message to rae"]');
+  await quin.page.evaluate((bytes) => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array(bytes)], 'dropped.png', { type: 'image/png' }));
+    document.getElementById('room').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+  }, [...PNG]);
+  await quin.page.locator('#confirm-dialog[open]', { hasText: 'privately to rae' }).waitFor();
+  await quin.page.click('#confirm-ok');
+  await rae.page.locator('#conv-list .conv[data-conv="quin"] .unread', { hasText: '1' }).waitFor();
+  await rae.page.click('#conv-list .conv[data-conv="quin"]');
+  await messages(rae.page).locator('img[alt="dropped.png"]').waitFor();
+  for (const p of [quin, rae]) await p.context.close();
+});
+
+for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  test(`at ${size} width, by keyboard alone: axe finds nothing serious on the home page, a room, a DM and each dialog`, async () => {
+    const key = `a11y key ${size}`;
+    const [uma, vic] = [await person(viewport), await person(viewport)];
+    await uma.page.goto(base);
+    await checkBothSchemes(uma.page, 'home', size);
+    if (size === 'phone') {
+      const tops = await uma.page.$$eval('.tabs [role=tab]', (tabs) => tabs.map((tab) => tab.getBoundingClientRect().top));
+      assert.equal(new Set(tops).size, 1, 'the home page tabs sit on one line');
+    }
+
+    // A quick room, by keyboard: Tab to the name, type it, Enter.
+    for (let i = 0; i < 10 && (await uma.page.evaluate(() => document.activeElement?.id)) !== 'quick-name'; i++) await uma.page.keyboard.press('Tab');
+    await uma.page.keyboard.type('uma');
+    await uma.page.keyboard.press('Enter');
+    await uma.page.locator('#quick-dialog[open]').waitFor();
+    assert.equal(await uma.page.evaluate(() => document.activeElement.id), 'quick-link-copy');
+    await checkBothSchemes(uma.page, 'dialog-quick-room', size);
+    const link = await uma.page.inputValue('#quick-link');
+    await uma.page.keyboard.press('Escape');
+    await uma.page.locator('#quick-dialog[open]').waitFor({ state: 'detached' });
+    assert.equal(await uma.page.evaluate(() => document.activeElement.id), 'compose');
+    await vic.page.goto(link);
+    await vic.page.fill('#join-name', 'vic');
+    await vic.page.keyboard.press('Enter');
+    await connected(vic.page);
+    await uma.page.keyboard.type('hello by keyboard, see https://example.org');
+    await uma.page.keyboard.press('Enter');
+    await messages(vic.page).getByText('hello by keyboard').waitFor();
+    await say(vic.page, 'and a reply from vic');
+    await messages(uma.page).getByText('and a reply from vic').waitFor();
+    await checkBothSchemes(uma.page, 'room', size);
+
+    if (size === 'phone') {
+      // The log gets the screen: a compact header, the actions in a menu, the placeholder whole.
+      const layout = await uma.page.evaluate(() => {
+        const box = (id) => document.getElementById(id).getBoundingClientRect();
+        const compose = document.getElementById('compose');
+        const style = getComputedStyle(compose);
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = style.font;
+        return {
+          head: box('room').top + document.querySelector('.room-head').getBoundingClientRect().height,
+          log: box('messages').height,
+          actionsShown: getComputedStyle(document.getElementById('room-actions')).display !== 'none',
+          placeholder: ctx.measureText(compose.placeholder).width,
+          room: compose.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+          height: innerHeight,
+        };
+      });
+      assert.ok(layout.head <= 0.12 * layout.height, `header ends at ${layout.head}px of ${layout.height}`);
+      assert.ok(layout.log >= 0.55 * layout.height, `the log is ${layout.log}px of ${layout.height}`);
+      assert.equal(layout.actionsShown, false);
+      assert.ok(layout.placeholder <= layout.room, `placeholder ${layout.placeholder}px in ${layout.room}px`);
+      // The menu, by keyboard: Enter opens it, Escape closes it and gives the focus back.
+      await uma.page.focus('#menu-toggle');
+      await uma.page.keyboard.press('Enter');
+      assert.equal(await uma.page.isVisible('#leave-btn'), true);
+      await checkBothSchemes(uma.page, 'room-menu', size);
+      await uma.page.keyboard.press('Escape');
+      assert.equal(await uma.page.isVisible('#leave-btn'), false);
+      assert.equal(await uma.page.evaluate(() => document.activeElement.id), 'menu-toggle');
+      await uma.page.focus('#members-toggle');
+      await uma.page.keyboard.press('Enter');
+      await checkBothSchemes(uma.page, 'room-members', size);
+    }
+
+    // A private conversation, opened from the member list by keyboard.
+    await uma.page.focus('#member-list button[aria-label="Private message to vic"]');
+    await uma.page.keyboard.press('Enter');
+    assert.equal(await uma.page.evaluate(() => document.activeElement.id), 'compose');
+    await uma.page.keyboard.type('just between us');
+    await uma.page.keyboard.press('Enter');
+    await vic.page.locator('#conv-list .conv[data-conv="uma"]').waitFor();
+    await vic.page.focus('#conv-list .conv[data-conv="uma"]');
+    await vic.page.keyboard.press('Enter');
+    await messages(vic.page).getByText('just between us').waitFor();
+    await checkBothSchemes(vic.page, 'dm', size);
+
+    // Each dialog: verify (from the private conversation's own button), then the confirmations.
+    await vic.page.focus('#verify-partner');
+    await vic.page.keyboard.press('Enter');
+    await vic.page.locator('#verify-dialog[open]').waitFor();
+    assert.equal(await vic.page.evaluate(() => document.activeElement.id), 'verify-ok');
+    await checkBothSchemes(vic.page, 'dialog-verify', size);
+    await vic.page.keyboard.press('Enter');
+    await vic.page.locator('#conv-list .conv[data-conv="uma"] .verified').waitFor();
+
+    await paste(vic.page, 'screenshot.png');
+    await vic.page.locator('#confirm-dialog[open]').waitFor();
+    assert.equal(await vic.page.evaluate(() => document.activeElement.id), 'confirm-cancel');
+    await checkBothSchemes(vic.page, 'dialog-send-file', size);
+    await vic.page.keyboard.press('Escape');
+
+    if (size === 'phone') await uma.page.click('#members-toggle');
+    await uma.page.focus('#member-list button[aria-label="Remove vic"]');
+    await uma.page.keyboard.press('Enter');
+    await uma.page.locator('#confirm-dialog[open]').waitFor();
+    await checkBothSchemes(uma.page, 'dialog-remove', size);
+    await uma.page.keyboard.press('Tab');
+    assert.equal(await uma.page.evaluate(() => document.activeElement.id), 'confirm-ok');
+    await uma.page.keyboard.press('Enter');
+    await vic.page.locator('#room-notice', { hasText: 'removed' }).waitFor();
+    await checkBothSchemes(vic.page, 'room-ended', size);
+    for (const p of [uma, vic]) await p.context.close();
+  });
+}

@@ -185,6 +185,39 @@ pub fn fingerprint(label: &str, key: &[u8]) -> String {
     format!("{} {} {}", &hex[..4], &hex[4..8], &hex[8..])
 }
 
+/// The safety code two members read to each other to check that their DM keys are each
+/// other's: SHA-256 over the room and both members' names and public keys, so each side computes
+/// it from what it was given. It is six groups of five digits (about 100 bits): a server that
+/// swapped the public keys would have to find two keys of its own whose codes collide, some
+/// 2^50 key generations, where the 48-bit `fingerprint` would take 2^24.
+pub fn safety_code(room_id: &str, a: (&str, &str), b: (&str, &str)) -> Result<String, CryptoError> {
+    let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    let mut digest = Sha256::new()
+        .chain_update(format!("ephemera/v1/safety/{room_id}").as_bytes())
+        .chain_update([0]);
+    for (name, pubkey) in [first, second] {
+        let raw = decode(pubkey).map_err(|_| CryptoError::BadPublicKey)?;
+        let (Ok(name_len), Ok(key_len)) = (u8::try_from(name.len()), u8::try_from(raw.len()))
+        else {
+            return Err(CryptoError::BadPublicKey);
+        };
+        digest = digest
+            .chain_update([name_len])
+            .chain_update(name.as_bytes())
+            .chain_update([key_len])
+            .chain_update(&raw);
+    }
+    let digest = digest.finalize();
+    let groups: Vec<String> = digest[..30]
+        .chunks(5)
+        .map(|five| {
+            let n = five.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+            format!("{:05}", n % 100_000)
+        })
+        .collect();
+    Ok(groups.join(" "))
+}
+
 pub fn random_iv() -> [u8; 12] {
     rand::random()
 }
@@ -281,6 +314,23 @@ mod tests {
         let ka = a.dm_key(&b.public_b64(), "r", "ann", "bo").unwrap().1;
         let kb = b.dm_key(&a.public_b64(), "r", "bo", "ann").unwrap().1;
         assert_eq!(ka, kb);
+    }
+
+    #[test]
+    fn the_safety_code_matches_the_contract_vector_from_either_side() {
+        let alice = "BCkZ3Ha5Z8u1e4O0XudXdtC1aZjcJURwNRitr4tzqEbv-BDdyvU46KYcZ3FYekJazDGXsRrG9ghsCwyfVOm6F1I";
+        let bob = "BLy5ei9_ep2rpo8OBY4a_ZNaLnIG40GMl49f7SuarDnezTyp-Tcv7rKuO-a8gil0u5aazGuhOoUFZkrQPR4-NPU";
+        let code = safety_code("team-42", ("alice", alice), ("bob", bob)).unwrap();
+        assert_eq!(
+            safety_code("team-42", ("bob", bob), ("alice", alice)).unwrap(),
+            code
+        );
+        assert_eq!(code, "01381 76559 28245 28596 44131 17923");
+        assert_ne!(
+            safety_code("team-43", ("alice", alice), ("bob", bob)).unwrap(),
+            code
+        );
+        assert!(safety_code("team-42", ("alice", "not a key!"), ("bob", bob)).is_err());
     }
 
     #[test]

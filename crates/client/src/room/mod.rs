@@ -255,11 +255,18 @@ impl RoomClient {
         crypto::fingerprint("ephemera/v1/fp/room", &self.inner.enc)
     }
 
-    /// The DM key's fingerprint with `other`, as the web client shows it.
-    pub fn dm_fingerprint(&self, other: &str) -> Option<String> {
-        let mut state = self.inner.state();
-        let key = self.inner.dm_key(&mut state, other)?;
-        Some(crypto::fingerprint("ephemera/v1/fp/dm", &key))
+    /// The safety code of this member's DM key pair with `other`, the code the web client's
+    /// "Verify" shows: both sides read the same digits when no one swapped a key between them.
+    pub fn safety_code(&self, other: &str) -> Option<String> {
+        let state = self.inner.state();
+        let theirs = state
+            .members
+            .iter()
+            .find(|m| m.name == other)?
+            .pubkey
+            .clone()?;
+        let mine = self.inner.dm.public_b64();
+        crypto::safety_code(&self.inner.room_id, (&state.name, &mine), (other, &theirs)).ok()
     }
 
     async fn send_sealed(&self, to: Option<&str>, plain: Plain) -> Result<u64, SendError> {

@@ -84,6 +84,8 @@ enum Slash {
     Leave,
     /// Members of the current room.
     Who,
+    /// The safety code of your private messages with a member, to compare out of band.
+    Verify { name: String },
     /// Listed rooms and member counts.
     List,
     /// Take back a message of yours (`/unsend 4` or `/unsend #4`).
@@ -329,15 +331,19 @@ impl Session<'_> {
             }
             Slash::Leave => rooms.current()?.leave(),
             Slash::Who => {
-                let current = rooms.current()?;
-                for m in current.members() {
-                    let fp = current
-                        .dm_fingerprint(&m.name)
-                        .map(|f| format!("  DM key {f}"))
-                        .unwrap_or_default();
+                for m in rooms.current()?.members() {
                     let name = terminal::line(&m.name);
-                    println!("  {name}{}{fp}", if m.admin { " (admin)" } else { "" });
+                    println!("  {name}{}", if m.admin { " (admin)" } else { "" });
                 }
+            }
+            Slash::Verify { name } => {
+                let code = rooms.current()?.safety_code(&name).ok_or_else(|| {
+                    format!("{} is not here with a DM key", terminal::line(&name))
+                })?;
+                println!(
+                    "* safety code with {}: {code}\n  read it to them by phone or in person: the same digits on both sides mean nobody stands between you",
+                    terminal::line(&name)
+                );
             }
             Slash::List => {
                 for room in self.api.list().await.map_err(|e| e.to_string())? {
