@@ -55,18 +55,26 @@ after(async () => {
   server?.kill('SIGTERM');
 });
 
-/** A page in its own browser context, recording every WebSocket frame it sends or receives. */
+/**
+ * A page in its own browser context, recording every WebSocket frame it sends or receives, and
+ * every console error, uncaught exception and failed request (`problems`).
+ */
 async function person(viewport = { width: 1200, height: 850 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   const frames = [];
+  const problems = [];
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+  // A request the page itself dropped by navigating away (the lobby's, say) is not a failure.
+  page.on('requestfailed', (r) => { if (r.failure()?.errorText !== 'net::ERR_ABORTED') problems.push(`failed ${r.url()}: ${r.failure()?.errorText}`); });
   page.on('websocket', (ws) => {
     ws.on('framesent', (f) => frames.push(String(f.payload)));
     ws.on('framereceived', (f) => frames.push(String(f.payload)));
   });
   page.on('dialog', (d) => d.accept());
   page.on('pageerror', (e) => console.error('page error:', e));
-  return { context, page, frames };
+  return { context, page, frames, problems };
 }
 
 async function connected(page) {
@@ -322,6 +330,7 @@ test('two people create, share, chat, DM, send an image, unsend, kick and delete
   for (const secret of ['hello from alice', 'hi alice, bob here', 'a secret for alice only', 'back to everyone', 'red.png']) {
     assert.ok(!wire.includes(secret), `"${secret}" crossed the wire in plaintext`);
   }
+  assert.deepEqual([...alice.problems, ...bob.problems, ...carol.problems], []);
   for (const p of [alice, bob, carol]) await p.context.close();
 });
 
@@ -411,7 +420,25 @@ test('a terminal and a browser in one room read each other, room messages and DM
   assert.equal(edit.text, 'hello terminal, edited');
   assert.equal(edit.target, message.seq);
 
+  // And from a terminal to the browser: a reply, a reaction and an edit, typed as slash commands.
+  const tty = terminal(t, 'interop-room', 'tty', env);
+  await messages(web.page).getByText('tty joined').waitFor();
+  await say(web.page, 'over to the terminal');
+  const [, askedSeq] = await tty.wait(/#(\d+)\] web: over to the terminal/);
+  tty.type(`/reply ${askedSeq} answered from a terminal`);
+  const answer = messages(web.page).locator('.msg', { hasText: 'answered from a terminal' });
+  await answer.locator('.quote', { hasText: 'web: over to the terminal' }).waitFor();
+  tty.type(`/react ${askedSeq} 🎉`);
+  await messages(web.page).locator(`.msg[data-seq="${askedSeq}"] .chip`, { hasText: '🎉 1' }).waitFor();
+  tty.type('typed in a terminal');
+  const [, typedSeq] = await tty.wait(/#(\d+)\] tty: typed in a terminal/);
+  tty.type(`/edit ${typedSeq} edited in a terminal`);
+  const typed = messages(web.page).locator(`.msg[data-seq="${typedSeq}"]`);
+  await typed.getByText('edited in a terminal').waitFor();
+  await typed.locator('.edited').waitFor();
+
   listener.kill('SIGTERM');
+  assert.deepEqual(web.problems, []);
   await web.context.close();
 });
 
@@ -669,6 +696,7 @@ test('replies, reactions, edits, links and disappearing messages between two pag
   await gil.page.screenshot({ path: join(SHOTS, 'room-modern-desktop.png'), fullPage: true });
   await messages(hal.page).getByText('this will vanish').waitFor({ state: 'detached', timeout: 10000 });
   await messages(gil.page).getByText('this will vanish').waitFor({ state: 'detached', timeout: 10000 });
+  assert.deepEqual([...gil.problems, ...hal.problems], []);
   for (const p of [gil, hal]) await p.context.close();
 });
 
@@ -753,6 +781,7 @@ test('private conversations have their own place, unread counts and a composer t
   assert.ok(await messages(jo.page).getByText('kim to jo, one').isVisible());
   await jo.page.click('#dm-cancel');
   assert.equal(await jo.page.isDisabled('#compose'), false);
+  assert.deepEqual([...jo.problems, ...kim.problems, ...lou.problems], []);
   for (const p of [jo, kim, lou]) await p.context.close();
 });
 
@@ -794,6 +823,7 @@ test('verify a member: both pages and the terminal read the same safety code, an
   await messages(mo.page).getByText("ned's key is not the one you verified").waitFor();
   await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.key-changed').waitFor();
   assert.equal(await mo.page.locator('#member-list li', { hasText: 'ned' }).locator('.verified').count(), 0);
+  assert.deepEqual([...mo.problems, ...ned.problems, ...impostor.problems], []);
   for (const p of [mo, ned, impostor]) await p.context.close();
 });
 
@@ -877,6 +907,7 @@ test('files pasted or dropped go after a yes that names them and says where they
   await rae.page.locator('#conv-list .conv[data-conv="quin"] .unread', { hasText: '1' }).waitFor();
   await rae.page.click('#conv-list .conv[data-conv="quin"]');
   await messages(rae.page).locator('img[alt="dropped.png"]').waitFor();
+  assert.deepEqual([...quin.problems, ...rae.problems], []);
   for (const p of [quin, rae]) await p.context.close();
 });
 
@@ -984,6 +1015,7 @@ for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await uma.page.keyboard.press('Enter');
     await vic.page.locator('#room-notice', { hasText: 'removed' }).waitFor();
     await checkBothSchemes(vic.page, 'room-ended', size);
+    assert.deepEqual([...uma.problems, ...vic.problems], []);
     for (const p of [uma, vic]) await p.context.close();
   });
 }
