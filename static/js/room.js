@@ -156,6 +156,8 @@ export class Room {
     for (const chip of $('messages').querySelectorAll('.reactions button')) chip.disabled = true;
     $('member-list').replaceChildren(el('li', { class: 'hint' }, 'You are no longer in this room.'));
     $('member-count').textContent = '';
+    $('member-count-short').textContent = '';
+    $('compose').placeholder = '';
     $('typing').textContent = '';
     $('delete-room-btn').hidden = true;
     $('notify-btn').hidden = true;
