@@ -96,9 +96,10 @@ pub struct Config {
     pub max_members: usize,
 
     /// Most WebSocket connections the server holds at once; one more is closed with 1013 right
-    /// after the upgrade (0 = unlimited).
-    #[arg(long, env = "EPHEMERA_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
+    /// after the upgrade (0 = unlimited). By default, the open-file limit (raised to its hard
+    /// limit at start) less 200 descriptors kept for everything else.
+    #[arg(long, env = "EPHEMERA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// WebSocket connections one client address (an IPv4 address or an IPv6 /64) may hold at
     /// once; one more is closed with 1013 (0 = unlimited).

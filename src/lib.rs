@@ -35,6 +35,7 @@ pub mod address;
 pub mod bot;
 pub mod config;
 pub mod credentials;
+pub mod descriptors;
 pub mod hub;
 pub mod lobby;
 pub mod protocol;

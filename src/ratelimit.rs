@@ -395,7 +395,7 @@ impl Sockets {
         Self {
             total: AtomicUsize::new(0),
             per_address: DashMap::new(),
-            max_total: unlimited(config.max_connections),
+            max_total: unlimited(config.max_connections.unwrap_or(0)),
             max_per_address: unlimited(config.max_connections_per_address),
             max_joining_per_address: unlimited(config.max_joining_per_address),
         }
@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn sockets_are_counted_per_address_and_joining_separately() {
         let l = limiters(|c| {
-            c.max_connections = 4;
+            c.max_connections = Some(4);
             c.max_connections_per_address = 3;
             c.max_joining_per_address = 2;
         });

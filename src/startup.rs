@@ -14,6 +14,7 @@ use crate::{
     address::ProxyPolicy,
     config::Config,
     credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
+    descriptors,
     hub::Hub,
     lobby::Lobby,
     protocol::Limits,
@@ -125,10 +126,26 @@ impl Application {
     }
 
     pub async fn build_with_listener(
-        config: Config,
+        mut config: Config,
         listener: TcpListener,
     ) -> Result<Self, StartError> {
         let port = listener.local_addr()?.port();
+        let files = descriptors::raise();
+        let cap = descriptors::connection_cap(config.max_connections, files);
+        match files {
+            Some(files) => log::info!(
+                "open files: soft limit {} (was {}); connection cap {cap}{}",
+                files.now,
+                files.before,
+                if config.max_connections.is_some() {
+                    " (set)"
+                } else {
+                    " (derived)"
+                },
+            ),
+            None => log::info!("open files: limit unknown; connection cap {cap}"),
+        }
+        config.max_connections = Some(cap);
         let cpus = Config::cpus();
         let metrics = Metrics::new();
         let store = open_store(&config).await?;

@@ -66,7 +66,7 @@ async fn two_hundred_malformed_frames_leave_the_server_up_and_members_unaffected
 /// after the upgrade; the members already in are undisturbed, and a freed place can be taken.
 #[tokio::test]
 async fn past_the_connection_limit_a_socket_is_closed_with_1013() {
-    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let app = spawn_app_with(|c| c.max_connections = Some(2)).await;
     let room = app.room().await;
     let (mut alice, _) = app.join(&room, "alice").await;
     let (bob, _) = app.join(&room, "bob").await;

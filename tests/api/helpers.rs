@@ -692,7 +692,31 @@ impl BinaryServer {
 
     /// The same, with `RUST_LOG` set to `filter`.
     pub fn start_logging(data_dir: &std::path::Path, extra: &[&str], filter: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ephemera"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_ephemera")),
+            data_dir,
+            extra,
+            filter,
+        )
+    }
+
+    /// The same as `start`, in a process whose open-file limit (soft and hard) is `limit`.
+    pub fn start_with_file_limit(data_dir: &std::path::Path, extra: &[&str], limit: u64) -> Self {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_ephemera"));
+        Self::spawn(shell, data_dir, extra, "warn,ephemera::startup=info")
+    }
+
+    fn spawn(
+        mut command: Command,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        filter: &str,
+    ) -> Self {
+        let mut child = command
             .args([
                 "--bind",
                 "127.0.0.1:0",

@@ -300,3 +300,55 @@ async fn with_the_hashing_full_a_cold_join_is_told_to_come_back_later() {
         .await;
     wrong.refused("invalid_credentials", 4401).await;
 }
+
+/// The server raises its open-file limit to the hard limit at start, says so, and derives its
+/// connection cap from it (less 200 for everything else) unless one is set.
+#[tokio::test]
+async fn the_connection_cap_follows_the_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let server = BinaryServer::start(dir.path(), &[]);
+    let log = server.stderr();
+    let expected = format!(
+        "soft limit {hard} (was {}); connection cap {} (derived)",
+        rlimit::Resource::NOFILE.get().unwrap().0,
+        hard - 200
+    );
+    assert!(log.contains(&expected), "{expected:?} not in {log}");
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path(), &["--max-connections", "7"]);
+    assert!(
+        server.stderr().contains("connection cap 7 (set)"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// Under a low open-file limit the member past the derived cap hears 1013 (try again later),
+/// rather than the server running out of descriptors and failing to accept anyone.
+#[tokio::test]
+async fn past_a_cap_derived_from_the_file_limit_a_socket_hears_1013() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        BinaryServer::start_with_file_limit(dir.path(), &["--max-joining-per-address", "0"], 260);
+    assert!(
+        server.stderr().contains("connection cap 60 (derived)"),
+        "{}",
+        server.stderr()
+    );
+    let url = format!("ws://{}/ws/some-room", server.base);
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(Ws::connect(&url, None).await.unwrap());
+    }
+    let mut one_more = Ws::connect(&url, None).await.unwrap();
+    match tokio::time::timeout(WAIT, one_more.inner.next()).await {
+        Ok(Some(Ok(Message::Close(Some(close))))) => assert_eq!(u16::from(close.code), 1013),
+        other => panic!("{other:?}"),
+    }
+    // The server still answers HTTP.
+    let health = server.client().get("/healthz").await;
+    assert_eq!(health.status(), 200);
+}
