@@ -1,5 +1,5 @@
 //! The bot: the server's own voice. It greets a newcomer and tells the others who joined, left or
-//! was removed.
+//! was removed; in a crowd, how many came and went in the last second.
 //!
 //! The hub words each notice here while it holds the room's lock and queues it at once, so a
 //! notice is serialised once for the whole room, reaches every member in the order the room saw
@@ -13,8 +13,21 @@ use crate::protocol::{now_ms, BotEvent, MemberView, ServerFrame, Wire};
 fn members_phrase(count: usize) -> String {
     match count {
         1 => "1 member here".to_owned(),
-        n => format!("{n} members here"),
+        n => format!("{} members here", thousands(n)),
     }
+}
+
+/// 12345 as "12,345".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// To the newcomer only, right after its `welcome`.
@@ -42,6 +55,27 @@ pub fn kicked(name: &str, by: &str, count: usize) -> ByteString {
     notice(BotEvent::Kick, None, Some(name), count, &text)
 }
 
+/// To everyone in a crowd, once a second while people come and go.
+pub fn summary(joined: usize, left: usize, count: usize) -> ByteString {
+    let what = match (joined, left) {
+        (0, left) => format!("{} left", thousands(left)),
+        (joined, 0) => format!("{} joined", thousands(joined)),
+        (joined, left) => format!("{} joined, {} left", thousands(joined), thousands(left)),
+    };
+    let text = format!("{what}. {}.", members_phrase(count));
+    ServerFrame::Bot {
+        event: BotEvent::Summary,
+        member: None,
+        name: None,
+        joined: Some(joined),
+        left: Some(left),
+        members: count,
+        text: text.into(),
+        ts: now_ms(),
+    }
+    .wire()
+}
+
 fn notice(
     event: BotEvent,
     member: Option<MemberView<'_>>,
@@ -53,6 +87,8 @@ fn notice(
         event,
         member,
         name: name.map(Into::into),
+        joined: None,
+        left: None,
         members,
         text: text.into(),
         ts: now_ms(),
@@ -84,5 +120,22 @@ mod tests {
         let frame: serde_json::Value = serde_json::from_str(&greeting("bo", 1)).unwrap();
         assert_eq!(frame["event"], "welcome");
         assert!(frame.get("member").is_none() && frame.get("name").is_none());
+        assert!(frame.get("joined").is_none() && frame.get("left").is_none());
+    }
+
+    #[test]
+    fn a_summary_counts_who_came_and_went() {
+        let frame: serde_json::Value = serde_json::from_str(&summary(1200, 3, 10_000)).unwrap();
+        assert_eq!(frame["event"], "summary");
+        assert_eq!(
+            (frame["joined"].as_u64(), frame["left"].as_u64()),
+            (Some(1200), Some(3))
+        );
+        assert_eq!(frame["members"], 10_000);
+        assert_eq!(frame["text"], "1,200 joined, 3 left. 10,000 members here.");
+        let frame: serde_json::Value = serde_json::from_str(&summary(0, 2, 999)).unwrap();
+        assert_eq!(frame["text"], "2 left. 999 members here.");
+        let frame: serde_json::Value = serde_json::from_str(&summary(5, 0, 1_000_000)).unwrap();
+        assert_eq!(frame["text"], "5 joined. 1,000,000 members here.");
     }
 }

@@ -181,6 +181,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub leave_grace_secs: u64,
 
+    /// A room of more members than this is a crowd: instead of a notice per join and leave, its
+    /// members hear one summary a second ("12 joined, 3 left"), and member lists (in `welcome`
+    /// and `members`) go out in pages of this many (0: never a crowd, lists whole).
+    #[arg(long, env = "EPHEMERA_CROWD_SIZE", default_value_t = 100)]
+    pub crowd_size: usize,
+
     /// Seconds to drain on SIGTERM or Ctrl-C.
     #[arg(long, env = "EPHEMERA_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -442,12 +442,18 @@ async fn chat(
             ClientFrame::Send { txn, .. } | ClientFrame::Dm { txn, .. } => Some(txn.as_ref()),
             _ => None,
         };
-        // A `members` answer costs its size: in a large room it is thousands of times the ask.
-        let answer = match frame {
-            ClientFrame::Members => room.members_answer().len(),
+        // A `members` answer costs its size: a page of a crowd is hundreds of times the ask.
+        let answer = match &frame {
+            ClientFrame::Members { page, name } => {
+                Some(room.members_answer(*page, name.as_deref()))
+            }
+            _ => None,
+        };
+        let answer_len = match &answer {
+            Some(Ok(frame)) => frame.len(),
             _ => 0,
         };
-        if let Err(wait) = allowance.take(text.len() + answer) {
+        if let Err(wait) = allowance.take(text.len() + answer_len) {
             let error = ServerFrame::error(ErrorCode::RateLimited, txn, Some(retry_after_ms(wait)));
             let _ = outbox.push(&error.wire());
             // And the socket is not read until the allowance has refilled: a client that keeps
@@ -455,6 +461,13 @@ async fn chat(
             if !pause(wait, outbox).await {
                 return (Ended::ByServer, Departure::Lost);
             }
+            continue;
+        }
+        if let Some(answer) = answer {
+            let _ = match answer {
+                Ok(frame) => outbox.push(&frame),
+                Err(code) => outbox.push(&ServerFrame::error(code, None, None).wire()),
+            };
             continue;
         }
         if let Err(code) = handle(state, room, conn, &frame, outbox).await {
@@ -507,9 +520,8 @@ async fn handle(
                 .await
                 .map_err(|_| ErrorCode::StoreUnavailable)?;
         }
-        ClientFrame::Members => {
-            let _ = outbox.push(&room.members_answer());
-        }
+        // Answered before the allowance is taken, where its size is known.
+        ClientFrame::Members { .. } => {}
         ClientFrame::Ping { t } => {
             let _ = outbox.push(&ServerFrame::Pong { t: *t }.wire());
         }

@@ -15,7 +15,7 @@ use crate::{
     config::Config,
     credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
     descriptors,
-    hub::Hub,
+    hub::{Hub, Presence},
     lobby::Lobby,
     protocol::Limits,
     ratelimit::Limiters,
@@ -201,7 +201,10 @@ impl Application {
             hub: Arc::new(Hub::new(
                 metrics.clone(),
                 limits,
-                Duration::from_secs(config.leave_grace_secs),
+                Presence {
+                    leave_grace: Duration::from_secs(config.leave_grace_secs),
+                    crowd: config.crowd_size,
+                },
             )),
             credentials,
             limiters,

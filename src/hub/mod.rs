@@ -10,17 +10,14 @@
 
 mod room;
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
 };
 
 use dashmap::DashMap;
 
-pub use room::{ConnId, Departure, MemberId, Relayed, Room, SEQ_MEMORY};
+pub use room::{ConnId, Departure, MemberId, Presence, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
     credentials::{RoomRecord, Turn},
@@ -102,12 +99,11 @@ pub struct Hub {
     registry: Arc<Registry>,
     next_conn: AtomicU64,
     limits: Limits,
-    /// How long a member whose socket was lost stays, waiting for its reconnect.
-    leave_grace: Duration,
+    presence: Presence,
 }
 
 impl Hub {
-    pub fn new(metrics: Metrics, limits: Limits, leave_grace: Duration) -> Self {
+    pub fn new(metrics: Metrics, limits: Limits, presence: Presence) -> Self {
         Self {
             registry: Arc::new(Registry {
                 rooms: DashMap::new(),
@@ -115,7 +111,7 @@ impl Hub {
             }),
             next_conn: AtomicU64::new(1),
             limits,
-            leave_grace,
+            presence,
         }
     }
 
@@ -169,7 +165,7 @@ impl Hub {
                     id.clone(),
                     record.clone(),
                     self.limits,
-                    self.leave_grace,
+                    self.presence,
                     Arc::downgrade(&self.registry),
                 ))
             })
@@ -242,7 +238,14 @@ mod tests {
             bytes_per_10s: 0,
             max_members,
         };
-        Hub::new(Metrics::new(), limits, Duration::ZERO)
+        Hub::new(
+            Metrics::new(),
+            limits,
+            Presence {
+                leave_grace: std::time::Duration::ZERO,
+                crowd: 0,
+            },
+        )
     }
 
     fn entry(hub: &Hub, name: &str, admin: bool) -> (Entry, Outbox) {
@@ -344,15 +347,72 @@ mod tests {
             .unwrap();
         let (alice, _) = entry(&hub, "alice", true);
         room.join(&alice).unwrap();
-        let first = room.members_answer();
-        assert_eq!(first.as_ptr(), room.members_answer().as_ptr());
+        let page = || room.members_answer(None, None).unwrap();
+        let first = page();
+        assert_eq!(first.as_ptr(), page().as_ptr());
         let (bob, _) = entry(&hub, "bob", false);
         room.join(&bob).unwrap();
-        let second = room.members_answer();
+        let second = page();
         assert_ne!(first.as_ptr(), second.as_ptr());
         assert!(second.contains("bob"));
+        assert_eq!(
+            second.as_ptr(),
+            room.members_answer(None, Some("BOB")).unwrap().as_ptr()
+        );
         room.leave(bob.conn, Departure::Now);
-        assert!(!room.members_answer().contains("bob"));
+        assert!(!page().contains("bob"));
+    }
+
+    /// Members leave from anywhere in the list, and every index stays right: whoever is left
+    /// is still found by name and by socket.
+    #[tokio::test]
+    async fn the_indexes_follow_members_that_leave_from_the_middle() {
+        let hub = hub(0);
+        let room = hub
+            .open(&RoomId::parse("room-1").unwrap(), &record("h", "a"))
+            .unwrap();
+        let entries: Vec<_> = ["ann", "bo", "cy", "di", "ed"]
+            .iter()
+            .map(|name| entry(&hub, name, false))
+            .collect();
+        for (e, _) in &entries {
+            room.join(e).unwrap();
+        }
+        room.leave(entries[1].0.conn, Departure::Now);
+        room.leave(entries[0].0.conn, Departure::Now);
+        assert_eq!(
+            room.kick(entries[2].0.conn, "ed"),
+            Err(ErrorCode::Forbidden)
+        );
+        let page = room.members_answer(None, None).unwrap();
+        let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&page).unwrap()
+            ["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["cy", "di", "ed"]);
+        for (e, _) in &entries[2..] {
+            assert!(room
+                .send(
+                    e.conn,
+                    "t",
+                    &serde_json::value::RawValue::from_string("1".into()).unwrap()
+                )
+                .is_some());
+        }
+        assert!(room
+            .send(
+                entries[0].0.conn,
+                "t",
+                &serde_json::value::RawValue::from_string("1".into()).unwrap()
+            )
+            .is_none());
+        assert_eq!(
+            room.members_answer(None, Some("bo")),
+            Err(ErrorCode::NoSuchMember)
+        );
     }
 
     /// A full room refuses a newcomer; a kick makes room, closes the target and says so.

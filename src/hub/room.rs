@@ -7,7 +7,8 @@
 //! map ([`Room::close_if_empty`]) before it lets go of its lock.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, HashMap, VecDeque},
+    ops::Bound,
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::{Duration, Instant},
 };
@@ -31,6 +32,30 @@ use crate::{
 /// on a presence notice, and a queue never reorders: a newcomer's join notice still comes before
 /// anything the newcomer says.
 const NOTICE_HOLD: Duration = Duration::from_millis(50);
+
+/// How often a crowd hears who came and went: one `summary` a second instead of a notice per
+/// person, which in a room of N filling up would be N² notices.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// How a room tells who is in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Presence {
+    /// How long a member whose socket was lost stays, waiting for its reconnect.
+    pub leave_grace: Duration,
+    /// A room of more members than this is a crowd: joins and leaves are summarised once a
+    /// second, and member lists go out in pages of this many (0: never a crowd).
+    pub crowd: usize,
+}
+
+impl Presence {
+    fn page_size(self) -> usize {
+        if self.crowd == 0 {
+            usize::MAX
+        } else {
+            self.crowd
+        }
+    }
+}
 
 /// How many recent `seq` numbers a room remembers the sender of, for `unsend`.
 pub const SEQ_MEMORY: usize = 10_000;
@@ -77,7 +102,14 @@ struct Sent {
 }
 
 pub(super) struct RoomState {
+    /// In no order: a leaver's place is taken by the last member, so a crowd that empties at
+    /// once costs no shifting.
     members: Vec<Member>,
+    /// Where each socket's member is in `members`.
+    by_conn: HashMap<ConnId, usize>,
+    /// Where each member is, by name key in name order: name lookups, and the member list's
+    /// pages, are walks of this map.
+    by_name: BTreeMap<Box<str>, usize>,
     next_seq: u64,
     /// `sent[i]` is `seq` number `first_seq + i`; `None` once unsent.
     sent: VecDeque<Option<Sent>>,
@@ -87,42 +119,86 @@ pub(super) struct RoomState {
     closed: bool,
     /// Set while bot notices wait in members' queues for [`Room::flush_notices`].
     notices_due: bool,
-    /// The `members` answer, serialised once per change of the list and shared by every asker:
-    /// in a room of 1000 it is about 160 KB, and an 18-byte request must not cost that much work.
-    members_frame: Option<ByteString>,
+    /// The `members` answers, one per page, each serialised once per change of the list and
+    /// shared by every asker: a page of a crowd is about 16 KB, and an 18-byte request must not
+    /// cost that much work each time.
+    pages: Vec<Option<ByteString>>,
+    /// In a crowd, the joins and leaves the next `summary` counts.
+    joined: usize,
+    left: usize,
+    summary_due: bool,
 }
 
 impl RoomState {
     fn member(&self, conn: ConnId) -> Option<&Member> {
-        self.members.iter().find(|m| m.conn == conn)
+        self.by_conn.get(&conn).map(|&i| &self.members[i])
     }
 
     fn by_key(&self, key: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.name.key() == key)
+        self.by_name.get(key).map(|&i| &self.members[i])
+    }
+
+    fn insert(&mut self, member: Member) -> usize {
+        let index = self.members.len();
+        self.by_conn.insert(member.conn, index);
+        self.by_name.insert(member.name.key().into(), index);
+        self.members.push(member);
+        self.roster_changed();
+        index
+    }
+
+    fn remove(&mut self, index: usize) -> Member {
+        let gone = self.members.swap_remove(index);
+        self.by_conn.remove(&gone.conn);
+        self.by_name.remove(gone.name.key());
+        if let Some(moved) = self.members.get(index) {
+            self.by_conn.insert(moved.conn, index);
+            if let Some(slot) = self.by_name.get_mut(moved.name.key()) {
+                *slot = index;
+            }
+        }
+        self.roster_changed();
+        gone
+    }
+
+    /// Page `page` of the member list by name, `size` to a page.
+    fn page_views(&self, page: usize, size: usize) -> Vec<MemberView<'_>> {
+        self.by_name
+            .values()
+            .skip(page.saturating_mul(size))
+            .take(size)
+            .map(|&i| self.members[i].view())
+            .collect()
     }
 
     fn by_id(&self, id: MemberId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
 
-    fn views(&self) -> Vec<MemberView<'_>> {
-        self.members.iter().map(Member::view).collect()
-    }
-
     /// Every change of `members` (who is in, their names, keys or admin status) calls this.
     fn roster_changed(&mut self) {
-        self.members_frame = None;
+        self.pages.clear();
     }
 
-    fn members_frame(&mut self) -> ByteString {
-        if let Some(frame) = &self.members_frame {
+    fn page_frame(&mut self, page: usize, size: usize) -> ByteString {
+        let total = self.members.len();
+        let pages = total.div_ceil(size).max(1);
+        if let Some(Some(frame)) = self.pages.get(page) {
             return frame.clone();
         }
         let frame = ServerFrame::Members {
-            members: self.views().into(),
+            members: self.page_views(page, size).into(),
+            page,
+            pages,
+            total,
         }
         .wire();
-        self.members_frame = Some(frame.clone());
+        if page < pages {
+            if self.pages.len() < pages {
+                self.pages.resize(pages, None);
+            }
+            self.pages[page] = Some(frame.clone());
+        }
         frame
     }
 
@@ -182,7 +258,7 @@ pub struct Room {
     /// store round trip, and keep working while the store is down.
     pub record: RoomRecord,
     limits: Limits,
-    leave_grace: Duration,
+    presence: Presence,
     /// The hub's map, which the room leaves when it empties.
     registry: Weak<Registry>,
     /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`]. Held
@@ -199,26 +275,36 @@ impl Room {
         id: RoomId,
         record: RoomRecord,
         limits: Limits,
-        leave_grace: Duration,
+        presence: Presence,
         registry: Weak<Registry>,
     ) -> Self {
         Self {
             id,
             record,
             limits,
-            leave_grace,
+            presence,
             registry,
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
                 members: Vec::new(),
+                by_conn: HashMap::new(),
+                by_name: BTreeMap::new(),
                 next_seq: 1,
                 sent: VecDeque::new(),
                 first_seq: 1,
                 closed: false,
                 notices_due: false,
-                members_frame: None,
+                pages: Vec::new(),
+                joined: 0,
+                left: 0,
+                summary_due: false,
             }),
         }
+    }
+
+    /// Whether a room of `count` members is a crowd.
+    fn crowd(&self, count: usize) -> bool {
+        self.presence.crowd > 0 && count > self.presence.crowd
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -240,10 +326,7 @@ impl Room {
             return Err(Refused::Gone);
         }
         let token = SessionToken::random();
-        let existing = state
-            .members
-            .iter()
-            .position(|m| m.name.key() == entry.name.key());
+        let existing = state.by_name.get(entry.name.key()).copied();
         let (index, fresh) = match existing {
             Some(i) => {
                 let resumes = entry
@@ -253,6 +336,9 @@ impl Room {
                 if !resumes {
                     return Err(Refused::Code(ErrorCode::NameTaken));
                 }
+                let old_conn = state.members[i].conn;
+                state.by_conn.remove(&old_conn);
+                state.by_conn.insert(entry.conn, i);
                 let old = &mut state.members[i];
                 let replaced = std::mem::replace(&mut old.outbox, entry.outbox.clone());
                 let _ = replaced
@@ -272,7 +358,7 @@ impl Room {
                 if max > 0 && state.members.len() >= max {
                     return Err(Refused::Code(ErrorCode::RoomFull));
                 }
-                state.members.push(Member {
+                let index = state.insert(Member {
                     id: MemberId(entry.conn.0),
                     conn: entry.conn,
                     name: entry.name.clone(),
@@ -282,28 +368,34 @@ impl Room {
                     outbox: entry.outbox.clone(),
                     away: false,
                 });
-                state.roster_changed();
-                (state.members.len() - 1, true)
+                (index, true)
             }
         };
-        let views = state.views();
+        let count = state.members.len();
+        let first_page = state.page_views(0, self.presence.page_size());
         let me = &state.members[index];
         let (id, conn) = (me.id, me.conn);
         let welcome = ServerFrame::Welcome {
             room_id: self.id.as_ref().into(),
             you: me.view(),
-            members: views.as_slice().into(),
+            members: first_page.as_slice().into(),
+            member_count: count,
             session: token.encode().into(),
             limits: self.limits,
         }
         .wire();
         let _ = me.outbox.push(&welcome);
         if fresh {
-            let count = state.members.len();
             let _ = me.outbox.push(&bot::greeting(me.name.as_ref(), count));
-            let notice = bot::joined(me.view(), count);
-            drop(views);
-            self.announce(&mut state, &notice, Some(conn));
+            if self.crowd(count) {
+                drop(first_page);
+                state.joined += 1;
+                self.summarise(&mut state);
+            } else {
+                let notice = bot::joined(me.view(), count);
+                drop(first_page);
+                self.announce(&mut state, &notice, Some(conn));
+            }
         }
         Ok(id)
     }
@@ -313,13 +405,13 @@ impl Room {
     /// only after the leave grace, if it has not come back by then.
     pub fn leave(self: &Arc<Self>, conn: ConnId, departure: Departure) {
         let mut state = self.lock();
-        let Some(index) = state.members.iter().position(|m| m.conn == conn) else {
+        let Some(&index) = state.by_conn.get(&conn) else {
             return;
         };
-        if departure == Departure::Lost && !self.leave_grace.is_zero() {
+        if departure == Departure::Lost && !self.presence.leave_grace.is_zero() {
             if !std::mem::replace(&mut state.members[index].away, true) {
                 let room = self.clone();
-                let grace = self.leave_grace;
+                let grace = self.presence.leave_grace;
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     room.leave(conn, Departure::Now);
@@ -327,10 +419,15 @@ impl Room {
             }
             return;
         }
-        let gone = state.members.remove(index);
-        state.roster_changed();
-        let notice = bot::left(gone.name.as_ref(), state.members.len());
-        self.announce(&mut state, &notice, None);
+        let was_crowd = self.crowd(state.members.len());
+        let gone = state.remove(index);
+        if was_crowd {
+            state.left += 1;
+            self.summarise(&mut state);
+        } else {
+            let notice = bot::left(gone.name.as_ref(), state.members.len());
+            self.announce(&mut state, &notice, None);
+        }
         self.close_if_empty(&mut state);
     }
 
@@ -344,13 +441,11 @@ impl Room {
         }
         let by_name = admin.name.as_ref().to_owned();
         let key = MemberName::parse(target).map_err(|_| ErrorCode::NoSuchMember)?;
-        let index = state
-            .members
-            .iter()
-            .position(|m| m.name.key() == key.key())
+        let index = *state
+            .by_name
+            .get(key.key())
             .ok_or(ErrorCode::NoSuchMember)?;
-        let gone = state.members.remove(index);
-        state.roster_changed();
+        let gone = state.remove(index);
         let _ = gone.outbox.push(
             &ServerFrame::Kicked {
                 by: by_name.as_str().into(),
@@ -383,6 +478,8 @@ impl Room {
             let _ = member.outbox.push(&frame);
             member.outbox.close(close::ROOM_DELETED, "room deleted");
         }
+        state.by_conn.clear();
+        state.by_name.clear();
         state.roster_changed();
         self.close_if_empty(&mut state);
     }
@@ -414,6 +511,33 @@ impl Room {
         }
     }
 
+    /// Counts a join or a leave in a crowd; the first of a second starts the timer of the
+    /// `summary` that tells them all.
+    fn summarise(self: &Arc<Self>, state: &mut RoomState) {
+        if !std::mem::replace(&mut state.summary_due, true) {
+            let room = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SUMMARY_EVERY).await;
+                room.send_summary();
+            });
+        }
+    }
+
+    /// One `summary` to every member present, once per change of a second.
+    fn send_summary(&self) {
+        let mut state = self.lock();
+        state.summary_due = false;
+        let (joined, left) = (
+            std::mem::take(&mut state.joined),
+            std::mem::take(&mut state.left),
+        );
+        if state.closed || joined + left == 0 {
+            return;
+        }
+        let frame = bot::summary(joined, left, state.members.len());
+        state.deliver(&frame, None);
+    }
+
     /// Sends the held notices on their way: wakes every member's writer that has frames waiting.
     pub fn flush_notices(&self) {
         let mut state = self.lock();
@@ -441,7 +565,7 @@ impl Room {
     /// `send`: a `message` to every member, the sender included.
     pub fn send(&self, conn: ConnId, txn: &str, body: &RawValue) -> Option<Relayed> {
         let mut state = self.lock();
-        let index = state.members.iter().position(|m| m.conn == conn)?;
+        let index = *state.by_conn.get(&conn)?;
         let author = state.members[index].id;
         let seq = state.next_seq(Sent {
             author,
@@ -492,6 +616,7 @@ impl Room {
             to: recipient.name.as_ref().into(),
             txn: txn.into(),
             body,
+            pubkey: sender.pubkey.as_ref().map(|k| k.as_ref().into()),
         }
         .wire();
         let mut recipients = usize::from(recipient.outbox.push(&frame).is_ok());
@@ -570,8 +695,29 @@ impl Room {
         Ok(())
     }
 
-    /// The `members` answer, the same shared bytes for every asker until the list changes.
-    pub fn members_answer(&self) -> ByteString {
-        self.lock().members_frame()
+    /// The `members` answer: page `page` (0 by default), or the page that holds `name`; the same
+    /// shared bytes for every asker until the list changes.
+    pub fn members_answer(
+        &self,
+        page: Option<u64>,
+        name: Option<&str>,
+    ) -> Result<ByteString, ErrorCode> {
+        let mut state = self.lock();
+        let size = self.presence.page_size();
+        let page = match name {
+            Some(name) => {
+                let key = MemberName::parse(name).map_err(|_| ErrorCode::NoSuchMember)?;
+                if !state.by_name.contains_key(key.key()) {
+                    return Err(ErrorCode::NoSuchMember);
+                }
+                state
+                    .by_name
+                    .range::<str, _>((Bound::Unbounded, Bound::Excluded(key.key())))
+                    .count()
+                    / size
+            }
+            None => usize::try_from(page.unwrap_or(0)).unwrap_or(usize::MAX),
+        };
+        Ok(state.page_frame(page, size))
     }
 }

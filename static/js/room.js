@@ -185,7 +185,7 @@ export class Room {
       case 'typing': return this.onTyping(f);
       case 'read': return this.onRead(f);
       case 'unsent': return this.onUnsent(f);
-      case 'members': return this.setMembers(f.members);
+      case 'members': return this.onMembers(f);
       case 'kicked': return this.end(`You were removed from the room by ${f.by}.`);
       case 'room_deleted': return this.end('The room was deleted by its admin. Nothing said in it remains.');
       case 'error': return this.onError(f);
@@ -205,11 +205,29 @@ export class Room {
     this.name = f.you.name;
     this.limits = f.limits;
     $('delete-room-btn').hidden = !this.admin;
+    this.memberCount = f.member_count ?? f.members.length;
+    this.nextPage = 1;
     this.setMembers(f.members);
     this.renderTarget();
     this.state('connected', true);
     if (again) this.notice('Reconnected.');
     $('compose').focus();
+  }
+
+  /**
+   * A page of the member list. A small room's list is whole (one page) and replaces what this
+   * page holds; a crowd's pages add to it (docs/protocol.md, "Crowds").
+   */
+  onMembers(f) {
+    this.memberCount = f.total ?? f.members.length;
+    if ((f.pages ?? 1) <= 1) return this.setMembers(f.members);
+    for (const m of f.members) {
+      this.members.set(m.name, m);
+      this.checkKey(m);
+    }
+    this.renderMembers();
+    this.renderTarget();
+    return undefined;
   }
 
   setMembers(list) {
@@ -244,9 +262,15 @@ export class Room {
         !me && this.admin ? el('button', { type: 'button', class: 'danger', onclick: () => this.kick(m.name), 'aria-label': `Remove ${m.name}` }, 'Remove') : '',
       );
     });
+    const count = Math.max(this.memberCount || 0, this.members.size);
+    if (count > this.members.size) {
+      // A crowd: the list comes a page at a time, when asked for.
+      items.push(el('li', { class: 'hint' }, `${count - this.members.size} more not shown. `,
+        el('button', { type: 'button', onclick: () => this.send({ type: 'members', page: this.nextPage++ }) }, 'Show more')));
+    }
     $('member-list').replaceChildren(...items);
-    $('member-count').textContent = `(${this.members.size})`;
-    $('member-count-short').textContent = `(${this.members.size})`;
+    $('member-count').textContent = `(${count})`;
+    $('member-count-short').textContent = `(${count})`;
   }
 
   /** The verified mark, or the warning that a verified member's key changed. */
@@ -302,6 +326,11 @@ export class Room {
   async onMessage(f, dm) {
     const own = f.from === this.name;
     const other = dm ? (own ? f.to : f.from) : null;
+    // In a crowd the sender may be on no page this client holds: its key comes with the DM.
+    if (dm && !own && !this.members.has(f.from) && typeof f.pubkey === 'string') {
+      this.members.set(f.from, { name: f.from, admin: false, pubkey: f.pubkey });
+      this.renderMembers();
+    }
     let plain;
     try {
       const key = dm ? (await this.dmKey(other)).key : this.encKey;
@@ -579,7 +608,7 @@ export class Room {
     const here = !name || this.members.get(name)?.pubkey;
     $('composer').classList.toggle('private', Boolean(name));
     $('compose-to-text').textContent = !name
-      ? `To everyone in the room (${this.members.size})`
+      ? `To everyone in the room (${Math.max(this.memberCount || 0, this.members.size)})`
       : here ? `Private to ${name}: only ${name} can read it` : `${name} has left: nothing more can be sent to them`;
     $('compose').placeholder = name ? `Message ${name} privately` : 'Message everyone';
     $('dm-cancel').hidden = !name;
@@ -590,6 +619,7 @@ export class Room {
   }
 
   onBot(f) {
+    if (Number.isInteger(f.members)) this.memberCount = f.members;
     const line = () => el('div', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts)));
     if (f.event === 'join' && f.member) {
       this.members.set(f.member.name, f.member);

@@ -770,3 +770,50 @@ async fn replies_reactions_and_edits_between_clients() {
     });
     assert!(!forged.await, "an edit by the name's next holder was shown");
 }
+
+/// In a crowd (past 2 members here) a client holds no live list: it counts from the bot, looks
+/// up a member it writes to, and opens a DM from someone it never saw with the key the DM brings.
+#[tokio::test]
+async fn in_a_crowd_clients_count_look_up_and_open_dms_from_strangers() {
+    let app = spawn_app_with(|c| c.crowd_size = 2).await;
+    let room = keyed_room(&app, false).await;
+    let mut ann = client(&app, &room, "ann").await;
+    let mut bo = client(&app, &room, "bo").await;
+    let mut zed = client(&app, &room, "zed").await;
+    // Zed's welcome holds the first page (ann, bo) and the count.
+    assert_eq!(zed.room.member_count(), 3);
+    assert_eq!(zed.room.members().len(), 2);
+    // Ann hears zed only in the summary: the count, not the name.
+    ann.next(|e| match e {
+        Event::Bot { event, text, .. } if event == "summary" => Some(text),
+        _ => None,
+    })
+    .await;
+    assert_eq!(ann.room.member_count(), 3);
+    assert!(ann.room.members().iter().all(|m| m.name != "zed"));
+
+    // Ann writes to zed: the library looks zed up first.
+    ann.room.send_text(Some("zed"), "found you").await.unwrap();
+    assert_eq!(
+        zed.text().await,
+        (
+            room.clone(),
+            Some("zed".into()),
+            "ann".into(),
+            "found you".into()
+        )
+    );
+    // Zed writes to bo, who never had zed on a page: the DM brings zed's key.
+    zed.room.send_text(Some("bo"), "and you").await.unwrap();
+    assert_eq!(
+        bo.text().await,
+        (
+            room.clone(),
+            Some("bo".into()),
+            "zed".into(),
+            "and you".into()
+        )
+    );
+    // Someone who is not there is still no one.
+    assert!(ann.room.send_text(Some("nobody"), "?").await.is_err());
+}

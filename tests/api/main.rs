@@ -3,6 +3,7 @@
 
 mod abuse;
 mod cli;
+mod crowd;
 mod faults;
 mod helpers;
 mod http;

@@ -267,7 +267,7 @@ async fn members_and_ping_answer_the_asker() {
         members,
         json!({ "type": "members", "members": [
             { "name": "admin", "admin": true }, { "name": "bob", "admin": false }, { "name": "carol", "admin": false }
-        ]})
+        ], "page": 0, "pages": 1, "total": 3 })
     );
     bob.send_text(r#"{"type":"ping","t":{ "n" : [1.50, "ü"] }}"#)
         .await;

@@ -25,24 +25,29 @@ let server;
 let base;
 let browser;
 
-before(async () => {
-  assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM}: apt-get install chromium (scripts/test does)`);
-  assert.ok(existsSync(BIN), `the server binary is needed at ${BIN}: cargo build (scripts/test does)`);
-  mkdirSync(SHOTS, { recursive: true });
-  server = spawn(BIN, [
+/** The server binary on a free port with the embedded store; resolves with it and its URL. */
+async function startServer(extra = []) {
+  const child = spawn(BIN, [
     '--bind', '127.0.0.1:0', '--data-dir', mkdtempSync(join(tmpdir(), 'ephemera-web-')),
-    '--static-dir', join(ROOT, 'static'), '--argon2-memory-kib', '1024', '--argon2-iterations', '1',
+    '--static-dir', join(ROOT, 'static'), '--argon2-memory-kib', '1024', '--argon2-iterations', '1', ...extra,
   ], { env: { ...withoutMongo(process.env), RUST_LOG: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
   const port = await new Promise((resolve, reject) => {
     let seen = '';
-    server.stderr.on('data', (chunk) => {
+    child.stderr.on('data', (chunk) => {
       seen += chunk;
       const m = seen.match(/listening on port (\d+)/);
       if (m) resolve(m[1]);
     });
-    server.on('exit', (code) => reject(new Error(`server exited with ${code}: ${seen}`)));
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${seen}`)));
   });
-  base = `http://127.0.0.1:${port}`;
+  return { server: child, base: `http://127.0.0.1:${port}` };
+}
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM}: apt-get install chromium (scripts/test does)`);
+  assert.ok(existsSync(BIN), `the server binary is needed at ${BIN}: cargo build (scripts/test does)`);
+  mkdirSync(SHOTS, { recursive: true });
+  ({ server, base } = await startServer());
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
@@ -1019,3 +1024,44 @@ for (const [size, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     for (const p of [uma, vic]) await p.context.close();
   });
 }
+
+test('a crowd: the count from one summary a second, the list a page at a time, and a DM from someone on no page', async (t) => {
+  // A server whose crowds start past 2 members, so that three pages make one.
+  const crowdServer = await startServer(['--crowd-size', '2']);
+  t.after(() => crowdServer.server.kill('SIGTERM'));
+  const at = crowdServer.base;
+  const key = 'crowd key';
+  const [amy, ben, cat] = [await person(), await person(), await person()];
+  await amy.page.goto(at);
+  await amy.page.evaluate(async ({ key }) => {
+    const c = await import('/js/crypto.js');
+    const { auth } = await c.deriveRoomSecrets('crowd-room', key);
+    await fetch('/api/rooms', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ room_id: 'crowd-room', auth, admin_password: 'crowd-admin-1' }) });
+  }, { key });
+  for (const [p, name] of [[amy, 'amy'], [ben, 'ben'], [cat, 'cat']]) {
+    await p.page.goto(`${at}/r/crowd-room#key=${encodeURIComponent(key)}`);
+    await p.page.fill('#join-name', name);
+    await p.page.click('#panel-join button[type=submit]');
+    await connected(p.page);
+  }
+  // Amy heard Ben by name (two is not a crowd), and Cat only in the summary.
+  await messages(amy.page).getByText('ben joined. 2 members here.').waitFor();
+  await messages(amy.page).getByText('1 joined. 3 members here.').waitFor();
+  assert.equal(await amy.page.textContent('#member-count'), '(3)');
+  assert.match(await amy.page.textContent('#compose-to-text'), /\(3\)/);
+  // Cat's list is the first page (amy, ben) and a way to the rest.
+  assert.equal(await cat.page.textContent('#member-count'), '(3)');
+  await cat.page.locator('#member-list', { hasText: '1 more not shown' }).waitFor();
+  await cat.page.getByRole('button', { name: 'Show more' }).click();
+  await cat.page.locator('#member-list li', { hasText: 'cat' }).waitFor();
+  assert.equal(await cat.page.locator('#member-list', { hasText: 'more not shown' }).count(), 0);
+  // Cat writes to Amy, whose list has no Cat: the DM brings its key, and it opens.
+  await cat.page.click('#member-list button[aria-label="Private message to amy"]');
+  await say(cat.page, 'hello from the crowd');
+  await amy.page.locator('#conv-list .conv[data-conv="cat"] .unread', { hasText: '1' }).waitFor();
+  await amy.page.click('#conv-list .conv[data-conv="cat"]');
+  await messages(amy.page).getByText('hello from the crowd').waitFor();
+  assert.equal(await messages(amy.page).getByText('could not be decrypted').count(), 0);
+  assert.deepEqual([...amy.problems, ...ben.problems, ...cat.problems], []);
+  for (const p of [amy, ben, cat]) await p.context.close();
+});

@@ -78,7 +78,8 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
-    /// J joins at once into a room where M members chat at a total R messages/s.
+    /// J joins (C handshakes in flight; all at once by default) into a room where M members
+    /// chat at a total R messages/s for D seconds; reports the server's CPU per join.
     JoinStorm {
         #[arg(long, default_value_t = 200)]
         members: usize,
@@ -86,6 +87,10 @@ enum Scenario {
         joins: usize,
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
+        #[arg(long)]
+        concurrency: Option<usize>,
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
     },
     /// One member stops reading while the room chats.
     SlowReader {
@@ -559,7 +564,24 @@ async fn ramp(target: Arc<Target>, clients: usize, rooms: usize, concurrency: us
     report("ramp", line, summary);
 }
 
-async fn join_storm(target: Arc<Target>, members: usize, joins: usize, rate: f64) {
+/// What a join storm does: `joins` newcomers, `concurrency` at a time, into a room where
+/// `members` chat at `rate` for `seconds`.
+struct Storm {
+    members: usize,
+    joins: usize,
+    rate: f64,
+    concurrency: usize,
+    seconds: f64,
+}
+
+async fn join_storm(target: Arc<Target>, storm: Storm) {
+    let Storm {
+        members,
+        joins,
+        rate,
+        concurrency,
+        seconds,
+    } = storm;
     let room_list = Arc::new(target.rooms(1).await);
     let crowd = join_all(&target, &room_list, members, 256, "e").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -579,20 +601,31 @@ async fn join_storm(target: Arc<Target>, members: usize, joins: usize, rate: f64
             runtime.block_on(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let started = Instant::now();
-                let mut crowd = join_all(&target, &rooms, joins, joins, "s").await;
+                let cpu_before = target.server().map(|s| s.cpu_s);
+                let mut crowd = join_all(&target, &rooms, joins, concurrency, "s").await;
+                let took = started.elapsed().as_secs_f64();
+                let cpu = cpu_before.zip(target.server()).map(|(b, a)| a.cpu_s - b);
                 let _ = result_tx.send((
                     crowd.members.len(),
                     crowd.failed,
-                    started.elapsed().as_secs_f64(),
+                    took,
                     percentiles(std::mem::take(&mut crowd.join_latencies)),
+                    cpu,
                 ));
                 let _ = over_rx.await;
             });
         })
     };
     let senders = 10.min(members);
-    let chatting = tokio::spawn(chat(crowd, senders, rate, 6.0, 0, Duration::from_secs(1)));
-    let Ok((joined, failed, took, join_latency)) = result_rx.await else {
+    let chatting = tokio::spawn(chat(
+        crowd,
+        senders,
+        rate,
+        seconds,
+        0,
+        Duration::from_secs(1),
+    ));
+    let Ok((joined, failed, took, join_latency, cpu)) = result_rx.await else {
         return eprintln!("join-storm: the storm's thread could not start a runtime");
     };
     let chatted = chatting.await;
@@ -603,13 +636,19 @@ async fn join_storm(target: Arc<Target>, members: usize, joins: usize, rate: f64
     };
     let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
     let latency = percentiles(lat);
+    // The server's CPU while the storm lasted, per join (the members' chat included, a few
+    // thousand deliveries a second at most).
+    let cpu_per_join_us = cpu.map(|cpu| cpu * 1e6 / joined.max(1) as f64);
     let summary = format!(
-        "join-storm: {joined} joins at once ({failed} failed) in {took:.2} s = {:.0} joins/s (p99 {} ms) while {members} members chat at {rate} msg/s: their p99 {} ms, max {} ms",
-        joined as f64 / took, join_latency["p99_ms"], latency["p99_ms"], latency["max_ms"],
+        "join-storm: {joined} joins, {concurrency} at a time ({failed} failed) in {took:.2} s = {:.0} joins/s (p99 {} ms, server CPU {} µs each) while {members} members chat at {rate} msg/s: their p99 {} ms, max {} ms",
+        joined as f64 / took, join_latency["p99_ms"],
+        cpu_per_join_us.map_or("?".into(), |us| format!("{us:.0}")),
+        latency["p99_ms"], latency["max_ms"],
     );
     let line = json!({
-        "members": members, "joins": joins, "joined": joined, "join_failures": failed, "joins_per_s": joined as f64 / took,
-        "join_latency": join_latency, "member_latency": latency,
+        "members": members, "joins": joins, "concurrency": concurrency, "joined": joined, "join_failures": failed,
+        "joins_per_s": joined as f64 / took, "join_latency": join_latency, "member_latency": latency,
+        "server_cpu_per_join_us": cpu_per_join_us,
     });
     report("join-storm", line, summary);
 }
@@ -814,7 +853,18 @@ fn main() -> std::process::ExitCode {
                 members,
                 joins,
                 rate,
-            } => join_storm(target, members, joins, rate).await,
+                concurrency,
+                seconds,
+            } => {
+                let storm = Storm {
+                    members,
+                    joins,
+                    rate,
+                    concurrency: concurrency.unwrap_or(joins).max(1),
+                    seconds,
+                };
+                join_storm(target, storm).await
+            }
             Scenario::SlowReader {
                 members,
                 rate,

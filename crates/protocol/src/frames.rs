@@ -52,6 +52,8 @@ struct RawFrame<'a> {
     seq: Option<serde_json::Number>,
     #[serde(default, borrow, deserialize_with = "present")]
     t: Option<&'a RawValue>,
+    #[serde(default)]
+    page: Option<serde_json::Number>,
 }
 
 /// Keeps a present `null` as a value: `{"t":null}` must come back as `null`, and a `body` of
@@ -100,7 +102,13 @@ pub enum ClientFrame<'a, B = &'a RawValue> {
         name: Cow<'a, str>,
     },
     DeleteRoom,
-    Members,
+    /// One page of the member list: page `page` (from 0), or the page that holds `name`.
+    Members {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        page: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<Cow<'a, str>>,
+    },
     Ping {
         #[serde(skip_serializing_if = "Option::is_none")]
         t: Option<B>,
@@ -161,7 +169,13 @@ impl<'a> ClientFrame<'a> {
             },
             "kick" => Self::Kick { name: raw.name? },
             "delete_room" => Self::DeleteRoom,
-            "members" => Self::Members,
+            "members" => Self::Members {
+                page: match raw.page {
+                    Some(page) => Some(page.as_u64()?),
+                    None => None,
+                },
+                name: raw.name,
+            },
             "ping" => Self::Ping { t: raw.t },
             _ => return None,
         })
@@ -228,8 +242,11 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
         room_id: Cow<'a, str>,
         #[serde(borrow)]
         you: MemberView<'a>,
+        /// The first page of the member list, by name; all of it unless the room is a crowd.
         #[serde(borrow)]
         members: Cow<'a, [MemberView<'a>]>,
+        /// How many members the room has, the newcomer included.
+        member_count: usize,
         #[serde(borrow)]
         session: Cow<'a, str>,
         limits: Limits,
@@ -253,6 +270,10 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
         #[serde(borrow)]
         txn: Cow<'a, str>,
         body: B,
+        /// The sender's DM public key: in a crowd the recipient may not have the sender on the
+        /// page of the member list it holds.
+        #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+        pubkey: Option<Cow<'a, str>>,
     },
     Bot {
         event: BotEvent,
@@ -260,6 +281,11 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
         member: Option<MemberView<'a>>,
         #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
         name: Option<Cow<'a, str>>,
+        /// On `summary`: how many joined and how many left since the last one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<usize>,
         members: usize,
         #[serde(borrow)]
         text: Cow<'a, str>,
@@ -280,9 +306,16 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
         #[serde(borrow)]
         by: Cow<'a, str>,
     },
+    /// Page `page` of `pages` of the member list by name, `total` members in all.
     Members {
         #[serde(borrow)]
         members: Cow<'a, [MemberView<'a>]>,
+        #[serde(default)]
+        page: usize,
+        #[serde(default = "one")]
+        pages: usize,
+        #[serde(default)]
+        total: usize,
     },
     Kicked {
         #[serde(borrow)]
@@ -307,6 +340,10 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
     },
 }
 
+fn one() -> usize {
+    1
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BotEvent {
@@ -314,6 +351,8 @@ pub enum BotEvent {
     Join,
     Leave,
     Kick,
+    /// In a crowd: who came and went in the last second, counted instead of named.
+    Summary,
 }
 
 impl BotEvent {
@@ -323,6 +362,7 @@ impl BotEvent {
             Self::Join => "join",
             Self::Leave => "leave",
             Self::Kick => "kick",
+            Self::Summary => "summary",
         }
     }
 }
@@ -439,6 +479,7 @@ mod tests {
             room_id: "room-1".into(),
             you: ada.clone(),
             members: std::slice::from_ref(&ada).into(),
+            member_count: 1,
             session: "tok".into(),
             limits: Limits {
                 max_frame_bytes: 1,
@@ -449,9 +490,15 @@ mod tests {
         };
         let welcome = welcome.encode();
         match serde_json::from_str::<ServerFrame<'_, serde_json::Value>>(&welcome).unwrap() {
-            ServerFrame::Welcome { you, members, .. } => {
+            ServerFrame::Welcome {
+                you,
+                members,
+                member_count,
+                ..
+            } => {
                 assert_eq!(you, ada);
                 assert_eq!(members.into_owned(), vec![ada]);
+                assert_eq!(member_count, 1);
             }
             other => panic!("{other:?}"),
         }

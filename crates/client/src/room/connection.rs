@@ -62,6 +62,7 @@ pub(super) async fn connect(inner: &Inner) -> Result<Socket, JoinError> {
                     Ok(ServerFrame::Welcome {
                         you,
                         members,
+                        member_count,
                         session,
                         ..
                     }) => {
@@ -69,6 +70,7 @@ pub(super) async fn connect(inner: &Inner) -> Result<Socket, JoinError> {
                         state.name = you.name.into_owned();
                         state.admin = you.admin;
                         state.members = members.iter().cloned().map(Into::into).collect();
+                        state.member_count = member_count.max(state.members.len());
                         state.session = Some(session.into_owned());
                         return Ok(socket);
                     }

@@ -4,7 +4,7 @@ use ephemera_protocol::{crypto, BotEvent, ErrorCode, ServerFrame};
 use serde_json::Value;
 
 use super::{
-    events::{Ended, Event},
+    events::{Ended, Event, Member},
     plain::{Plain, Said},
     Echo, Inner,
 };
@@ -31,24 +31,40 @@ pub(super) fn handle(inner: &Inner, text: &str) {
             to,
             txn,
             body,
-        } => relayed(
-            inner,
-            seq,
-            ts,
-            from.into_owned(),
-            Some(to.into_owned()),
-            &txn,
-            &body,
-        ),
+            pubkey,
+        } => {
+            // In a crowd the sender may be on no page this client holds: its key comes along.
+            if let Some(pubkey) = pubkey {
+                let mut state = inner.state();
+                if from != state.name && !state.members.iter().any(|m| m.name == from) {
+                    state.members.push(Member {
+                        name: from.to_string(),
+                        admin: false,
+                        pubkey: Some(pubkey.into_owned()),
+                    });
+                }
+            }
+            relayed(
+                inner,
+                seq,
+                ts,
+                from.into_owned(),
+                Some(to.into_owned()),
+                &txn,
+                &body,
+            )
+        }
         ServerFrame::Bot {
             event,
             member,
             name,
             text,
+            members,
             ..
         } => {
             {
                 let mut state = inner.state();
+                state.member_count = members;
                 match (event, member, name) {
                     (BotEvent::Join, Some(member), _) => {
                         state.members.retain(|m| m.name != member.name);
@@ -68,8 +84,26 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                 text: text.into_owned(),
             });
         }
-        ServerFrame::Members { members } => {
-            inner.state().members = members.iter().cloned().map(Into::into).collect();
+        ServerFrame::Members {
+            members,
+            pages,
+            total,
+            ..
+        } => {
+            {
+                let mut state = inner.state();
+                state.member_count = total.max(members.len());
+                if pages <= 1 {
+                    state.members = members.iter().cloned().map(Into::into).collect();
+                } else {
+                    // A page of a crowd's list: what this client holds is a cache of pages.
+                    for member in members.iter().cloned().map(Member::from) {
+                        state.members.retain(|m| m.name != member.name);
+                        state.members.push(member);
+                    }
+                }
+            }
+            inner.members_changed.notify_waiters();
         }
         ServerFrame::Typing { from, active } => inner.emit(Event::Typing {
             room: room(),
@@ -106,11 +140,17 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                 Some(waiter) => {
                     let _ = waiter.send(Echo::Failed(code.into_owned()));
                 }
-                None => inner.emit(Event::Notice {
-                    room: room(),
-                    code: code.into_owned(),
-                    message: message.into_owned(),
-                }),
+                None => {
+                    // The answer to a look-up of someone who is not there.
+                    if ErrorCode::parse(&code) == Some(ErrorCode::NoSuchMember) {
+                        inner.members_changed.notify_waiters();
+                    }
+                    inner.emit(Event::Notice {
+                        room: room(),
+                        code: code.into_owned(),
+                        message: message.into_owned(),
+                    })
+                }
             }
         }
         ServerFrame::Welcome { .. } | ServerFrame::Pong { .. } => {}

@@ -44,6 +44,8 @@ const AUTHORS_KEPT: usize = 10_000;
 
 /// How long a send waits for its echo.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a DM waits for the room to look up a member of a crowd.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a send's wait for its echo ends with.
 enum Echo {
@@ -64,7 +66,11 @@ fn to_text<B: Serialize>(frame: &ClientFrame<'_, B>) -> Message {
 struct State {
     name: String,
     admin: bool,
+    /// Everyone in a small room; in a crowd, the pages this client asked for and the senders of
+    /// the DMs it got (a crowd's comings and goings are counted, not named).
     members: Vec<Member>,
+    /// How many members the room has, from the latest `welcome`, bot notice or `members` page.
+    member_count: usize,
     session: Option<String>,
     /// The writer task's channel, while a socket is attached.
     out: Option<mpsc::UnboundedSender<Message>>,
@@ -93,6 +99,8 @@ struct Inner {
     txn: AtomicU64,
     /// Set by `leave`, so that the close that follows ends the room instead of a reconnect.
     leaving: AtomicBool,
+    /// Woken by every `members` answer, for a DM to someone of a crowd not yet looked up.
+    members_changed: tokio::sync::Notify,
 }
 
 /// Who sent a recent message, and in which conversation: the room (`None`) or a DM with the
@@ -213,6 +221,7 @@ impl RoomClient {
                 name: name.to_owned(),
                 admin: false,
                 members: Vec::new(),
+                member_count: 0,
                 session: None,
                 out: None,
                 pending: HashMap::new(),
@@ -224,6 +233,7 @@ impl RoomClient {
             events,
             txn: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
+            members_changed: tokio::sync::Notify::new(),
         });
         let socket = connection::connect(&inner).await?;
         let task = tokio::spawn(connection::run(
@@ -244,6 +254,43 @@ impl RoomClient {
 
     pub fn is_admin(&self) -> bool {
         self.inner.state().admin
+    }
+
+    /// How many members the room has: in a crowd, more than [`RoomClient::members`] holds.
+    pub fn member_count(&self) -> usize {
+        self.inner.state().member_count
+    }
+
+    /// Asks the room for the page of its member list that holds `name` and waits for it (a DM
+    /// to someone of a crowd this client has not seen yet); whether `name` is known now.
+    async fn look_up(&self, name: &str) -> bool {
+        let known = |state: &State| {
+            state
+                .members
+                .iter()
+                .any(|m| m.name.eq_ignore_ascii_case(name))
+        };
+        let asked = {
+            let state = self.inner.state();
+            if known(&state) {
+                return true;
+            }
+            let Some(out) = state.out.clone() else {
+                return false;
+            };
+            let changed = self.inner.members_changed.notified();
+            let ask: ClientFrame<'_, Envelope> = ClientFrame::Members {
+                page: None,
+                name: Some(name.into()),
+            };
+            let ask = to_text(&ask);
+            (out.send(ask).is_ok(), changed)
+        };
+        let (sent, changed) = asked;
+        if sent {
+            let _ = tokio::time::timeout(LOOKUP_TIMEOUT, changed).await;
+        }
+        known(&self.inner.state())
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -270,6 +317,9 @@ impl RoomClient {
     }
 
     async fn send_sealed(&self, to: Option<&str>, plain: Plain) -> Result<u64, SendError> {
+        if let Some(name) = to {
+            self.look_up(name).await;
+        }
         loop {
             let txn = format!("c{}", self.inner.txn.fetch_add(1, Ordering::Relaxed));
             let (tx, rx) = oneshot::channel();

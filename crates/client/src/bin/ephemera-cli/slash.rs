@@ -331,9 +331,17 @@ impl Session<'_> {
             }
             Slash::Leave => rooms.current()?.leave(),
             Slash::Who => {
-                for m in rooms.current()?.members() {
+                let current = rooms.current()?;
+                let members = current.members();
+                for m in &members {
                     let name = terminal::line(&m.name);
                     println!("  {name}{}", if m.admin { " (admin)" } else { "" });
+                }
+                let count = current.member_count();
+                if count > members.len() {
+                    println!(
+                        "  … and others: {count} members in all (a crowd's list is not sent whole)"
+                    );
                 }
             }
             Slash::Verify { name } => {
