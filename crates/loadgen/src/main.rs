@@ -522,8 +522,12 @@ async fn idle(target: Arc<Target>, clients: usize, rooms: usize, seconds: u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = target.server();
     let crowd = join_all(&target, &room_list, clients, 256, "i").await;
+    let holding = target.server();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = target.server();
+    // The server's CPU while it only held the sockets (its heartbeat pings every 20 s included
+    // when the hold is longer), in percent of one core.
+    let idle_cpu = cpu_delta(holding, after).map(|cpu| cpu * 100.0 / seconds.max(1) as f64);
     let joined = crowd.members.len();
     let per_conn = match (before, after) {
         (Some(a), Some(b)) => {
@@ -532,13 +536,14 @@ async fn idle(target: Arc<Target>, clients: usize, rooms: usize, seconds: u64) {
         _ => None,
     };
     let summary = format!(
-        "idle: {joined} joined connections held {seconds} s; server RSS {} → {} KiB: {} bytes per connection",
+        "idle: {joined} joined connections held {seconds} s; server RSS {} → {} KiB: {} bytes per connection; idle CPU {} % of a core",
         before.map_or(0, |s| s.rss_kb), after.map_or(0, |s| s.rss_kb), per_conn.map_or("n/a".into(), |b| format!("{b:.0}")),
+        idle_cpu.map_or("n/a".into(), |c| format!("{c:.2}")),
     );
     let line = json!({
         "baseline": target.baseline, "clients": clients, "rooms": rooms, "joined": joined, "join_failures": crowd.failed,
         "server_rss_before_kb": before.map(|s| s.rss_kb), "server_rss_after_kb": after.map(|s| s.rss_kb),
-        "bytes_per_connection": per_conn,
+        "bytes_per_connection": per_conn, "idle_cpu_percent": idle_cpu,
     });
     report("idle", line, summary);
 }
