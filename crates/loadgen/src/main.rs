@@ -60,7 +60,9 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// C joined connections held for T seconds: server memory per connection.
+    /// C joined connections held for T seconds: server memory per connection. With P processes
+    /// the members are spread over P generator processes (each holds one descriptor per member,
+    /// and a process may hold only so many), merged into one report.
     Idle {
         #[arg(long, default_value_t = 5000)]
         clients: usize,
@@ -68,6 +70,18 @@ enum Scenario {
         rooms: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+    },
+    /// One process's share of a several-process `idle` (started by it, not by hand): joins C
+    /// members into the rooms given in `LOADGEN_ROOMS`, says so on stdout, and holds them until
+    /// its stdin closes, then reports its own CPU.
+    #[command(hide = true)]
+    IdlePart {
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        part: usize,
     },
     /// Connect and join as fast as possible up to C members in R rooms.
     Ramp {
@@ -517,6 +531,120 @@ async fn fanout(
     report("fanout", line, summary);
 }
 
+/// `idle` over several generator processes: this one creates the rooms and reads the server,
+/// the parts join and hold the members and report their own CPU.
+async fn idle_spread(
+    target: Arc<Target>,
+    server: &str,
+    clients: usize,
+    rooms: usize,
+    seconds: u64,
+    processes: usize,
+) {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let room_list = target.rooms(rooms).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = target.server();
+    let Ok(exe) = std::env::current_exe() else {
+        return eprintln!("idle: cannot find this program to start its parts");
+    };
+    let mut parts = Vec::new();
+    for part in 0..processes {
+        let share = clients / processes + usize::from(part < clients % processes);
+        let child = tokio::process::Command::new(&exe)
+            .args([
+                "--server",
+                server,
+                "idle-part",
+                "--clients",
+                &share.to_string(),
+            ])
+            .args(["--part", &part.to_string()])
+            .env("LOADGEN_ROOMS", json!(room_list).to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                let Some(out) = child.stdout.take() else {
+                    return;
+                };
+                parts.push((child, BufReader::new(out).lines()));
+            }
+            Err(e) => return eprintln!("idle: starting part {part}: {e}"),
+        }
+    }
+    let read = |line: Option<String>| -> serde_json::Value {
+        line.and_then(|l| serde_json::from_str(&l).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let (mut joined, mut failed) = (0, 0);
+    for (_, lines) in &mut parts {
+        let said = read(lines.next_line().await.ok().flatten());
+        joined += said["joined"].as_u64().unwrap_or(0);
+        failed += said["failed"].as_u64().unwrap_or(0);
+    }
+    let holding = target.server();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = target.server();
+    let mut generator_cpu = Vec::new();
+    for (mut child, mut lines) in parts {
+        drop(child.stdin.take());
+        let said = read(lines.next_line().await.ok().flatten());
+        generator_cpu.push(said["generator_cpu_s"].as_f64().unwrap_or(f64::NAN));
+        let _ = child.wait().await;
+    }
+    let per_conn = before
+        .zip(after)
+        .map(|(a, b)| b.rss_kb.saturating_sub(a.rss_kb) as f64 * 1024.0 / joined.max(1) as f64);
+    let idle_cpu = cpu_delta(holding, after).map(|cpu| cpu * 100.0 / seconds.max(1) as f64);
+    let summary = format!(
+        "idle: {joined} joined connections from {processes} processes held {seconds} s; {} bytes per connection; idle CPU {} % of a core",
+        per_conn.map_or("n/a".into(), |b| format!("{b:.0}")),
+        idle_cpu.map_or("n/a".into(), |c| format!("{c:.2}")),
+    );
+    let line = json!({
+        "baseline": target.baseline, "clients": clients, "rooms": rooms, "processes": processes,
+        "joined": joined, "join_failures": failed,
+        "server_rss_before_kb": before.map(|s| s.rss_kb), "server_rss_after_kb": after.map(|s| s.rss_kb),
+        "bytes_per_connection": per_conn, "idle_cpu_percent": idle_cpu,
+        "generator_cpu_s": generator_cpu,
+    });
+    report("idle", line, summary);
+}
+
+/// One part of [`idle_spread`].
+async fn idle_part(target: Arc<Target>, clients: usize, part: usize) {
+    use tokio::io::AsyncReadExt as _;
+
+    let rooms: Vec<(String, String)> = std::env::var("LOADGEN_ROOMS")
+        .ok()
+        .and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or_default();
+    if rooms.is_empty() {
+        return eprintln!("idle-part: no rooms in LOADGEN_ROOMS");
+    }
+    let crowd = join_all(
+        &target,
+        &Arc::new(rooms),
+        clients,
+        256,
+        &format!("p{part}-"),
+    )
+    .await;
+    println!(
+        "{}",
+        json!({ "joined": crowd.members.len(), "failed": crowd.failed })
+    );
+    // Held until the parent closes our stdin.
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    println!("{}", json!({ "generator_cpu_s": own_cpu() }));
+    drop(crowd);
+}
+
 async fn idle(target: Arc<Target>, clients: usize, rooms: usize, seconds: u64) {
     let room_list = Arc::new(target.rooms(rooms).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -848,7 +976,15 @@ fn main() -> std::process::ExitCode {
                 clients,
                 rooms,
                 seconds,
+                processes: 0 | 1,
             } => idle(target, clients, rooms, seconds).await,
+            Scenario::Idle {
+                clients,
+                rooms,
+                seconds,
+                processes,
+            } => idle_spread(target, &cli.server, clients, rooms, seconds, processes).await,
+            Scenario::IdlePart { clients, part } => idle_part(target, clients, part).await,
             Scenario::Ramp {
                 clients,
                 rooms,
