@@ -134,10 +134,6 @@ impl RoomState {
         self.by_conn.get(&conn).map(|&i| &self.members[i])
     }
 
-    fn by_key(&self, key: &str) -> Option<&Member> {
-        self.by_name.get(key).map(|&i| &self.members[i])
-    }
-
     fn insert(&mut self, member: Member) -> usize {
         let index = self.members.len();
         self.by_conn.insert(member.conn, index);
@@ -186,8 +182,14 @@ impl RoomState {
         if let Some(Some(frame)) = self.pages.get(page) {
             return frame.clone();
         }
+        // A page past the last is empty, and no walk of the list finds that out.
+        let members = if page < pages {
+            self.page_views(page, size)
+        } else {
+            Vec::new()
+        };
         let frame = ServerFrame::Members {
-            members: self.page_views(page, size).into(),
+            members: members.into(),
             page,
             pages,
             total,
@@ -596,19 +598,17 @@ impl Room {
         body: &RawValue,
     ) -> Result<Relayed, ErrorCode> {
         let mut state = self.lock();
-        let author = state.member(conn).ok_or(ErrorCode::Forbidden)?.id;
-        let target = MemberName::parse(to)
+        let from = *state.by_conn.get(&conn).ok_or(ErrorCode::Forbidden)?;
+        let to = MemberName::parse(to)
             .ok()
-            .and_then(|name| state.by_key(name.key()))
-            .ok_or(ErrorCode::NoSuchMember)?
-            .id;
+            .and_then(|name| state.by_name.get(name.key()).copied())
+            .ok_or(ErrorCode::NoSuchMember)?;
+        let (author, target) = (state.members[from].id, state.members[to].id);
         let seq = state.next_seq(Sent {
             author,
             dm_to: Some(target),
         });
-        let (Some(sender), Some(recipient)) = (state.by_id(author), state.by_id(target)) else {
-            return Err(ErrorCode::NoSuchMember);
-        };
+        let (sender, recipient) = (&state.members[from], &state.members[to]);
         let frame = ServerFrame::Dm {
             seq,
             ts: now_ms(),

@@ -206,7 +206,9 @@ export class Room {
     this.limits = f.limits;
     $('delete-room-btn').hidden = !this.admin;
     this.memberCount = f.member_count ?? f.members.length;
-    this.nextPage = 1;
+    // A crowd's first page is a full one: its length is the page size.
+    this.pageSize = this.memberCount > f.members.length ? f.members.length : null;
+    this.nextPage = this.pageSize ? 1 : null;
     this.setMembers(f.members);
     this.renderTarget();
     this.state('connected', true);
@@ -219,8 +221,16 @@ export class Room {
    * page holds; a crowd's pages add to it (docs/protocol.md, "Crowds").
    */
   onMembers(f) {
+    const page = f.page ?? 0;
+    const pages = f.pages ?? 1;
     this.memberCount = f.total ?? f.members.length;
-    if ((f.pages ?? 1) <= 1) return this.setMembers(f.members);
+    if (page >= pages) return undefined; // past the last page: the room shrank meanwhile
+    if (pages === 1) {
+      this.pageSize = null;
+      return this.setMembers(f.members);
+    }
+    if (page + 1 < pages) this.pageSize = f.members.length;
+    this.nextPage = page + 1 < pages ? page + 1 : null;
     for (const m of f.members) {
       this.members.set(m.name, m);
       this.checkKey(m);
@@ -266,7 +276,7 @@ export class Room {
     if (count > this.members.size) {
       // A crowd: the list comes a page at a time, when asked for.
       items.push(el('li', { class: 'hint' }, `${count - this.members.size} more not shown. `,
-        el('button', { type: 'button', onclick: () => this.send({ type: 'members', page: this.nextPage++ }) }, 'Show more')));
+        this.nextPage ? el('button', { type: 'button', onclick: () => this.send({ type: 'members', page: this.nextPage }) }, 'Show more') : ''));
     }
     $('member-list').replaceChildren(...items);
     $('member-count').textContent = `(${count})`;
@@ -274,8 +284,13 @@ export class Room {
   }
 
   /** The verified mark, or the warning that a verified member's key changed. */
+  /** Verified in this tab, and still with the key that was verified. */
+  isVerified(name) {
+    return this.verified.has(name) && this.verified.get(name) === this.members.get(name)?.pubkey;
+  }
+
   trust(name) {
-    if (this.verified.has(name)) return el('span', { class: 'verified', title: 'You compared safety codes with this member in this tab' }, '✓ verified');
+    if (this.isVerified(name)) return el('span', { class: 'verified', title: 'You compared safety codes with this member in this tab' }, '✓ verified');
     if (this.keyChanged.has(name)) return el('span', { class: 'key-changed' }, '⚠ key changed');
     return '';
   }
@@ -326,10 +341,16 @@ export class Room {
   async onMessage(f, dm) {
     const own = f.from === this.name;
     const other = dm ? (own ? f.to : f.from) : null;
-    // In a crowd the sender may be on no page this client holds: its key comes with the DM.
-    if (dm && !own && !this.members.has(f.from) && typeof f.pubkey === 'string') {
-      this.members.set(f.from, { name: f.from, admin: false, pubkey: f.pubkey });
+    // In a crowd the sender may be on no page this client holds, or hold a name whose earlier
+    // owner's key this page still has (a crowd's leaves are not named): the key comes with the
+    // DM, and a verified name with another key is flagged.
+    if (dm && !own && typeof f.pubkey === 'string' && this.members.get(f.from)?.pubkey !== f.pubkey) {
+      const member = { name: f.from, admin: this.members.get(f.from)?.admin ?? false, pubkey: f.pubkey };
+      this.members.set(f.from, member);
+      this.checkKey(member);
       this.renderMembers();
+      this.renderConversations();
+      this.renderTarget();
     }
     let plain;
     try {
@@ -569,7 +590,7 @@ export class Room {
       },
       label,
       name ? el('span', { class: 'visually-hidden' }, ', private') : '',
-      name && this.verified.has(name) ? el('span', { class: 'verified', title: 'verified' }, ' ✓') : '',
+      name && this.isVerified(name) ? el('span', { class: 'verified', title: 'verified' }, ' ✓') : '',
       name && this.keyChanged.has(name) ? el('span', { class: 'key-changed' }, ' ⚠') : '',
       name && !here ? el('span', { class: 'hint' }, ' (left)') : '',
       conv.unread ? el('span', { class: 'unread' }, String(conv.unread), el('span', { class: 'visually-hidden' }, ' unread')) : ''));
@@ -613,13 +634,20 @@ export class Room {
     $('compose').placeholder = name ? `Message ${name} privately` : 'Message everyone';
     $('dm-cancel').hidden = !name;
     $('verify-partner').hidden = !name || !here;
-    $('verify-partner').textContent = this.verified.has(name) ? '✓ Verified' : 'Verify';
+    $('verify-partner').textContent = this.isVerified(name) ? '✓ Verified' : 'Verify';
     $('verify-partner').setAttribute('aria-label', `Verify ${name}`);
     for (const control of $('composer').querySelectorAll('textarea, button[type=submit], select')) control.disabled = !here;
   }
 
   onBot(f) {
     if (Number.isInteger(f.members)) this.memberCount = f.members;
+    // A crowd that shrank back to one page: its leaves were counted, not named, so the list is
+    // asked for again, whole.
+    const smallAgain = this.pageSize ? f.members <= this.pageSize : f.members < this.members.size;
+    if (f.event === 'summary' && smallAgain) {
+      this.pageSize = null;
+      this.send({ type: 'members' });
+    }
     const line = () => el('div', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts)));
     if (f.event === 'join' && f.member) {
       this.members.set(f.member.name, f.member);

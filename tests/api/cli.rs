@@ -814,6 +814,26 @@ async fn in_a_crowd_clients_count_look_up_and_open_dms_from_strangers() {
             "and you".into()
         )
     );
-    // Someone who is not there is still no one.
+    // Someone who is not there is still no one, and a name is found as the room spells it.
     assert!(ann.room.send_text(Some("nobody"), "?").await.is_err());
+    bo.room.send_text(Some("ZED"), "loud").await.unwrap();
+    let to = zed
+        .next(|e| match e {
+            Event::Message { to, text, .. } if text == "loud" => Some(to),
+            _ => None,
+        })
+        .await;
+    assert_eq!(to.as_deref(), Some("zed"));
+
+    // Zed leaves: the room is small again, and its leave was only counted, so the clients ask
+    // for the whole list again.
+    zed.room.leave_and_wait(WAIT).await;
+    for c in [&ann, &bo] {
+        let deadline = std::time::Instant::now() + WAIT;
+        while c.room.members().iter().any(|m| m.name == "zed") {
+            assert!(std::time::Instant::now() < deadline, "zed is still listed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c.room.member_count(), 2);
+    }
 }

@@ -150,6 +150,11 @@ async fn a_crowds_member_list_comes_in_pages_and_a_name_finds_its_page() {
         .send_json(&json!({ "type": "members", "page": -1 }))
         .await;
     assert_eq!(asker.recv_type("error").await["code"], "bad_request");
+    // On any other frame `page` is an unknown field, ignored like any other.
+    asker
+        .send_json(&json!({ "type": "send", "txn": "p", "body": "x", "page": "x" }))
+        .await;
+    assert_eq!(asker.recv_type("message").await["txn"], "p");
 }
 
 #[tokio::test]

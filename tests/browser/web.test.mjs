@@ -1062,6 +1062,13 @@ test('a crowd: the count from one summary a second, the list a page at a time, a
   await amy.page.click('#conv-list .conv[data-conv="cat"]');
   await messages(amy.page).getByText('hello from the crowd').waitFor();
   assert.equal(await messages(amy.page).getByText('could not be decrypted').count(), 0);
+  // Cat leaves: the room is small again, its leave only counted; Amy's page asks for the whole
+  // list again, and Cat is gone from it (her conversation stays, marked as left).
+  await cat.page.click('#leave-btn');
+  await amy.page.click('#conv-list .conv[data-conv=""]');
+  await messages(amy.page).getByText('1 left. 2 members here.').waitFor();
+  await amy.page.locator('#member-list li', { hasText: 'cat' }).waitFor({ state: 'detached' });
+  await amy.page.locator('#conv-list .conv[data-conv="cat"]', { hasText: '(left)' }).waitFor();
   assert.deepEqual([...amy.problems, ...ben.problems, ...cat.problems], []);
   for (const p of [amy, ben, cat]) await p.context.close();
 });

@@ -52,8 +52,10 @@ struct RawFrame<'a> {
     seq: Option<serde_json::Number>,
     #[serde(default, borrow, deserialize_with = "present")]
     t: Option<&'a RawValue>,
-    #[serde(default)]
-    page: Option<serde_json::Number>,
+    /// Any JSON: only `members` reads it, and a `page` of any type on another frame is an
+    /// unknown field there, ignored.
+    #[serde(default, borrow)]
+    page: Option<&'a RawValue>,
 }
 
 /// Keeps a present `null` as a value: `{"t":null}` must come back as `null`, and a `body` of
@@ -171,7 +173,7 @@ impl<'a> ClientFrame<'a> {
             "delete_room" => Self::DeleteRoom,
             "members" => Self::Members {
                 page: match raw.page {
-                    Some(page) => Some(page.as_u64()?),
+                    Some(page) => Some(serde_json::from_str::<u64>(page.get()).ok()?),
                     None => None,
                 },
                 name: raw.name,

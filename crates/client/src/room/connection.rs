@@ -71,6 +71,9 @@ pub(super) async fn connect(inner: &Inner) -> Result<Socket, JoinError> {
                         state.admin = you.admin;
                         state.members = members.iter().cloned().map(Into::into).collect();
                         state.member_count = member_count.max(state.members.len());
+                        // A crowd's first page is a full one: its length is the page size.
+                        state.page_size =
+                            (member_count > state.members.len()).then_some(state.members.len());
                         state.session = Some(session.into_owned());
                         return Ok(socket);
                     }

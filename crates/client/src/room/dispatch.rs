@@ -1,6 +1,6 @@
 //! What the client does with each frame the server sends, matched on the typed frame.
 
-use ephemera_protocol::{crypto, BotEvent, ErrorCode, ServerFrame};
+use ephemera_protocol::{crypto, BotEvent, ClientFrame, ErrorCode, ServerFrame};
 use serde_json::Value;
 
 use super::{
@@ -33,15 +33,23 @@ pub(super) fn handle(inner: &Inner, text: &str) {
             body,
             pubkey,
         } => {
-            // In a crowd the sender may be on no page this client holds: its key comes along.
+            // In a crowd the sender may be on no page this client holds, or hold a name whose
+            // earlier owner's key this client still has (a crowd's leaves are not named): the
+            // sender's key comes along, and it is the one to use.
             if let Some(pubkey) = pubkey {
                 let mut state = inner.state();
-                if from != state.name && !state.members.iter().any(|m| m.name == from) {
-                    state.members.push(Member {
-                        name: from.to_string(),
-                        admin: false,
-                        pubkey: Some(pubkey.into_owned()),
-                    });
+                if from != state.name {
+                    match state.members.iter_mut().find(|m| m.name == from) {
+                        Some(known) if known.pubkey.as_deref() != Some(pubkey.as_ref()) => {
+                            known.pubkey = Some(pubkey.into_owned());
+                        }
+                        Some(_) => {}
+                        None => state.members.push(Member {
+                            name: from.to_string(),
+                            admin: false,
+                            pubkey: Some(pubkey.into_owned()),
+                        }),
+                    }
                 }
             }
             relayed(
@@ -65,6 +73,22 @@ pub(super) fn handle(inner: &Inner, text: &str) {
             {
                 let mut state = inner.state();
                 state.member_count = members;
+                // A crowd that shrank back to one page: its leaves were counted, not named, so
+                // the list this client holds is asked for again, whole.
+                let small_again = match state.page_size {
+                    Some(size) => members <= size,
+                    None => members < state.members.len(),
+                };
+                if event == BotEvent::Summary && small_again {
+                    state.page_size = None;
+                    if let Some(out) = &state.out {
+                        let ask: ClientFrame<'_, Value> = ClientFrame::Members {
+                            page: None,
+                            name: None,
+                        };
+                        let _ = out.send(super::to_text(&ask));
+                    }
+                }
                 match (event, member, name) {
                     (BotEvent::Join, Some(member), _) => {
                         state.members.retain(|m| m.name != member.name);
@@ -86,17 +110,23 @@ pub(super) fn handle(inner: &Inner, text: &str) {
         }
         ServerFrame::Members {
             members,
+            page,
             pages,
             total,
-            ..
         } => {
             {
                 let mut state = inner.state();
                 state.member_count = total.max(members.len());
-                if pages <= 1 {
+                if page >= pages {
+                    // Past the last page (the room shrank meanwhile): nothing to learn.
+                } else if pages == 1 {
                     state.members = members.iter().cloned().map(Into::into).collect();
+                    state.page_size = None;
                 } else {
                     // A page of a crowd's list: what this client holds is a cache of pages.
+                    if page + 1 < pages {
+                        state.page_size = Some(members.len());
+                    }
                     for member in members.iter().cloned().map(Member::from) {
                         state.members.retain(|m| m.name != member.name);
                         state.members.push(member);
@@ -143,6 +173,7 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                 None => {
                     // The answer to a look-up of someone who is not there.
                     if ErrorCode::parse(&code) == Some(ErrorCode::NoSuchMember) {
+                        inner.state().misses += 1;
                         inner.members_changed.notify_waiters();
                     }
                     inner.emit(Event::Notice {

@@ -71,6 +71,10 @@ struct State {
     members: Vec<Member>,
     /// How many members the room has, from the latest `welcome`, bot notice or `members` page.
     member_count: usize,
+    /// In a crowd, how many members a page holds (learnt from a full page); `None` otherwise.
+    page_size: Option<usize>,
+    /// How many look-ups the room answered with `no_such_member`.
+    misses: u64,
     session: Option<String>,
     /// The writer task's channel, while a socket is attached.
     out: Option<mpsc::UnboundedSender<Message>>,
@@ -222,6 +226,8 @@ impl RoomClient {
                 admin: false,
                 members: Vec::new(),
                 member_count: 0,
+                page_size: None,
+                misses: 0,
                 session: None,
                 out: None,
                 pending: HashMap::new(),
@@ -261,36 +267,55 @@ impl RoomClient {
         self.inner.state().member_count
     }
 
-    /// Asks the room for the page of its member list that holds `name` and waits for it (a DM
-    /// to someone of a crowd this client has not seen yet); whether `name` is known now.
-    async fn look_up(&self, name: &str) -> bool {
-        let known = |state: &State| {
+    /// The member `name` as the room spells it, asking the room for the page of its list that
+    /// holds it first when this client has not seen it (a DM to someone of a crowd); `None`
+    /// when the room says there is nobody of that name, or does not answer in time.
+    async fn look_up(&self, name: &str) -> Option<String> {
+        let found = |state: &State| {
+            let folded = name.to_lowercase();
             state
                 .members
                 .iter()
-                .any(|m| m.name.eq_ignore_ascii_case(name))
+                .find(|m| m.name == name)
+                .or_else(|| {
+                    state
+                        .members
+                        .iter()
+                        .find(|m| m.name.to_lowercase() == folded)
+                })
+                .map(|m| m.name.clone())
         };
-        let asked = {
+        let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+        let (changed, misses) = {
             let state = self.inner.state();
-            if known(&state) {
-                return true;
+            if let Some(known) = found(&state) {
+                return Some(known);
             }
-            let Some(out) = state.out.clone() else {
-                return false;
-            };
+            let out = state.out.clone()?;
+            // Made before the question goes out, so the answer cannot slip past it.
             let changed = self.inner.members_changed.notified();
             let ask: ClientFrame<'_, Envelope> = ClientFrame::Members {
                 page: None,
                 name: Some(name.into()),
             };
-            let ask = to_text(&ask);
-            (out.send(ask).is_ok(), changed)
+            out.send(to_text(&ask)).ok()?;
+            (changed, state.misses)
         };
-        let (sent, changed) = asked;
-        if sent {
-            let _ = tokio::time::timeout(LOOKUP_TIMEOUT, changed).await;
+        let mut changed = Box::pin(changed);
+        loop {
+            tokio::time::timeout_at(deadline, changed.as_mut())
+                .await
+                .ok()?;
+            let state = self.inner.state();
+            if let Some(known) = found(&state) {
+                return Some(known);
+            }
+            if state.misses > misses {
+                return None;
+            }
+            // Another member's page or look-up: wait on.
+            changed.set(self.inner.members_changed.notified());
         }
-        known(&self.inner.state())
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -317,9 +342,11 @@ impl RoomClient {
     }
 
     async fn send_sealed(&self, to: Option<&str>, plain: Plain) -> Result<u64, SendError> {
-        if let Some(name) = to {
-            self.look_up(name).await;
-        }
+        let spelled = match to {
+            Some(name) => Some(self.look_up(name).await.unwrap_or_else(|| name.to_owned())),
+            None => None,
+        };
+        let to = spelled.as_deref();
         loop {
             let txn = format!("c{}", self.inner.txn.fetch_add(1, Ordering::Relaxed));
             let (tx, rx) = oneshot::channel();
