@@ -91,9 +91,9 @@ const messages = (page) => page.locator('#messages');
 const DESKTOP = { width: 1200, height: 850 };
 const PHONE = { width: 390, height: 844 };
 
-/** Opens the room's link and joins under `name`. */
-async function enter(p, roomId, key, name) {
-  await p.page.goto(`${base}/r/${roomId}#key=${encodeURIComponent(key)}`);
+/** Opens the room's link (on the server at `at`) and joins under `name`. */
+async function enter(p, roomId, key, name, at = base) {
+  await p.page.goto(`${at}/r/${roomId}#key=${encodeURIComponent(key)}`);
   await p.page.fill('#join-name', name);
   await p.page.click('#panel-join button[type=submit]');
   await connected(p.page);
@@ -125,9 +125,12 @@ async function checkBothSchemes(page, what, size) {
   await page.emulateMedia({ colorScheme: 'light' });
 }
 
-/** Creates a room through the API from `page`, deriving its proof with the web client's own crypto. */
-async function createRoom(page, roomId, key, adminPassword) {
-  await page.goto(base);
+/**
+ * Creates a room through the API of the server at `at` from `page`, deriving its proof with the
+ * web client's own crypto.
+ */
+async function createRoom(page, roomId, key, adminPassword, at = base) {
+  await page.goto(at);
   await page.evaluate(async ({ roomId, key, adminPassword }) => {
     const c = await import('/js/crypto.js');
     const { auth } = await c.deriveRoomSecrets(roomId, key);
@@ -1032,18 +1035,8 @@ test('a crowd: the count from one summary a second, the list a page at a time, a
   const at = crowdServer.base;
   const key = 'crowd key';
   const [amy, ben, cat] = [await person(), await person(), await person()];
-  await amy.page.goto(at);
-  await amy.page.evaluate(async ({ key }) => {
-    const c = await import('/js/crypto.js');
-    const { auth } = await c.deriveRoomSecrets('crowd-room', key);
-    await fetch('/api/rooms', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ room_id: 'crowd-room', auth, admin_password: 'crowd-admin-1' }) });
-  }, { key });
-  for (const [p, name] of [[amy, 'amy'], [ben, 'ben'], [cat, 'cat']]) {
-    await p.page.goto(`${at}/r/crowd-room#key=${encodeURIComponent(key)}`);
-    await p.page.fill('#join-name', name);
-    await p.page.click('#panel-join button[type=submit]');
-    await connected(p.page);
-  }
+  await createRoom(amy.page, 'crowd-room', key, 'crowd-admin-1', at);
+  for (const [p, name] of [[amy, 'amy'], [ben, 'ben'], [cat, 'cat']]) await enter(p, 'crowd-room', key, name, at);
   // Amy heard Ben by name (two is not a crowd), and Cat only in the summary.
   await messages(amy.page).getByText('ben joined. 2 members here.').waitFor();
   await messages(amy.page).getByText('1 joined. 3 members here.').waitFor();
