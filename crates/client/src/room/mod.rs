@@ -117,6 +117,11 @@ struct Sent {
 }
 
 impl State {
+    /// The DM public key of the member `name`, as this client holds it.
+    fn pubkey_of(&self, name: &str) -> Option<String> {
+        self.members.iter().find(|m| m.name == name)?.pubkey.clone()
+    }
+
     fn remember(&mut self, seq: u64, from: &str, conversation: Option<&str>) {
         let sent = Sent {
             from: from.to_owned(),
@@ -168,12 +173,7 @@ impl Inner {
     }
 
     fn dm_key(&self, state: &mut State, other: &str) -> Option<[u8; 32]> {
-        let pubkey = state
-            .members
-            .iter()
-            .find(|m| m.name == other)?
-            .pubkey
-            .clone()?;
+        let pubkey = state.pubkey_of(other)?;
         if let Some((known, key)) = state.dm_keys.get(other) {
             if *known == pubkey {
                 return Some(*key);
@@ -331,12 +331,7 @@ impl RoomClient {
     /// "Verify" shows: both sides read the same digits when no one swapped a key between them.
     pub fn safety_code(&self, other: &str) -> Option<String> {
         let state = self.inner.state();
-        let theirs = state
-            .members
-            .iter()
-            .find(|m| m.name == other)?
-            .pubkey
-            .clone()?;
+        let theirs = state.pubkey_of(other)?;
         let mine = self.inner.dm.public_b64();
         crypto::safety_code(&self.inner.room_id, (&state.name, &mine), (other, &theirs)).ok()
     }
