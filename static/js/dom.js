@@ -17,16 +17,34 @@ export function el(tag, props = {}, ...children) {
 }
 
 /**
+ * Answers the question the confirm dialog asked last. A dialog's `close` event is delivered in a
+ * later task, so a second question can open it before the first one's event arrives: the first
+ * is answered from the closed dialog then, and that late event, finding the dialog open again,
+ * is not taken as the second one's answer.
+ */
+let answer = null;
+
+function answered(dialog) {
+  const resolve = answer;
+  answer = null;
+  resolve?.(dialog.returnValue === 'ok');
+}
+
+/**
  * Asks in the page's own dialog (not the browser's `confirm()`); resolves whether the person
  * chose `ok`. Escape and Cancel both answer no.
  */
 export function confirmDialog(text, ok = 'OK', danger = true) {
   const dialog = $('confirm-dialog');
+  dialog.onclose = () => {
+    if (!dialog.open) answered(dialog);
+  };
+  answered(dialog);
   $('confirm-text').textContent = text;
   $('confirm-ok').textContent = ok;
   $('confirm-ok').className = danger ? 'danger' : 'primary';
   return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    answer = resolve;
     dialog.returnValue = '';
     dialog.showModal();
     $('confirm-cancel').focus();
