@@ -8,8 +8,9 @@ pub use ephemera_protocol::{
 };
 use serde_json::value::RawValue;
 
-/// A server frame as the server writes it: bodies are the sender's own bytes.
-pub type ServerFrame<'a> = ephemera_protocol::ServerFrame<'a, &'a RawValue>;
+/// A server frame as the server writes it: bodies are the sender's own bytes, and pages of the
+/// member list the room's own encoding of them.
+pub type ServerFrame<'a> = ephemera_protocol::ServerFrame<'a, &'a RawValue, &'a RawValue>;
 
 /// A server frame as the bytes every recipient's queue shares.
 pub trait Wire {

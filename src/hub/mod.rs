@@ -232,6 +232,10 @@ mod tests {
     }
 
     fn hub(max_members: usize) -> Hub {
+        hub_with(max_members, 0)
+    }
+
+    fn hub_with(max_members: usize, crowd: usize) -> Hub {
         let limits = Limits {
             max_frame_bytes: 1024,
             messages_per_10s: 0,
@@ -243,7 +247,7 @@ mod tests {
             limits,
             Presence {
                 leave_grace: std::time::Duration::ZERO,
-                crowd: 0,
+                crowd,
             },
         )
     }
@@ -338,29 +342,55 @@ mod tests {
         assert!(hub.live(&id).is_none());
     }
 
-    /// The `members` answer is made once per change of the list and shared until the next.
+    /// A page of the member list is encoded once per change of that page: members who join
+    /// or leave after a full page's last name leave it as it is, and every `welcome` and
+    /// `members` answer splices the same encoding.
     #[tokio::test]
-    async fn the_members_answer_is_shared_until_the_list_changes() {
-        let hub = hub(0);
+    async fn a_page_is_encoded_again_only_when_it_changes() {
+        let hub = hub_with(0, 2);
         let room = hub
             .open(&RoomId::parse("room-1").unwrap(), &record("h", "a"))
             .unwrap();
-        let (alice, _) = entry(&hub, "alice", true);
-        room.join(&alice).unwrap();
-        let page = || room.members_answer(None, None).unwrap();
-        let first = page();
-        assert_eq!(first.as_ptr(), page().as_ptr());
-        let (bob, _) = entry(&hub, "bob", false);
-        room.join(&bob).unwrap();
-        let second = page();
-        assert_ne!(first.as_ptr(), second.as_ptr());
-        assert!(second.contains("bob"));
+        let join = |name: &str| {
+            let (e, outbox) = entry(&hub, name, false);
+            room.join(&e).unwrap();
+            (e, outbox)
+        };
+        let first = || room.lock().page_json(0, 2);
+        join("bob");
+        let (dan, _) = join("dan");
+        let full = first();
+        assert!(Arc::ptr_eq(&full, &first()));
+        let (eve, _) = join("Eve");
+        assert!(Arc::ptr_eq(&full, &first()), "a join after the page");
+        room.leave(eve.conn, Departure::Now);
+        assert!(Arc::ptr_eq(&full, &first()), "a leave after the page");
+        join("ann");
+        let changed = first();
+        assert!(!Arc::ptr_eq(&full, &changed), "a join on the page");
+        let names = |page: &serde_json::Value| -> Vec<String> {
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
         assert_eq!(
-            second.as_ptr(),
-            room.members_answer(None, Some("BOB")).unwrap().as_ptr()
+            names(&serde_json::from_str(changed.get()).unwrap()),
+            ["ann", "bob"]
         );
-        room.leave(bob.conn, Departure::Now);
-        assert!(!page().contains("bob"));
+        let answer: serde_json::Value =
+            serde_json::from_str(&room.members_answer(Some(1), None).unwrap()).unwrap();
+        assert_eq!(names(&answer["members"]), ["dan"]);
+        assert_eq!(
+            [&answer["page"], &answer["pages"], &answer["total"]],
+            [1, 2, 3]
+        );
+        room.leave(dan.conn, Departure::Now);
+        assert!(Arc::ptr_eq(&changed, &first()));
+        let past: serde_json::Value =
+            serde_json::from_str(&room.members_answer(Some(u64::MAX), None).unwrap()).unwrap();
+        assert_eq!(past["members"], serde_json::json!([]));
     }
 
     /// Members leave from anywhere in the list, and every index stays right: whoever is left

@@ -119,14 +119,30 @@ pub(super) struct RoomState {
     closed: bool,
     /// Set while bot notices wait in members' queues for [`Room::flush_notices`].
     notices_due: bool,
-    /// The `members` answers, one per page, each serialised once per change of the list and
-    /// shared by every asker: a page of a crowd is about 16 KB, and an 18-byte request must not
-    /// cost that much work each time.
-    pages: Vec<Option<ByteString>>,
+    /// The member list's pages as JSON, each encoded once per change of that page and spliced
+    /// into every `welcome` and `members` answer that carries it: a page of a crowd is about
+    /// 16 KB, and neither an 18-byte request nor each newcomer of a storm must cost that much
+    /// encoding.
+    pages: Vec<Option<Page>>,
     /// In a crowd, the joins and leaves the next `summary` counts.
     joined: usize,
     left: usize,
     summary_due: bool,
+}
+
+/// A page of the member list, encoded.
+struct Page {
+    members: Arc<RawValue>,
+    /// The name key of the page's last member, when the page is full: a change of the list at
+    /// a later key leaves such a page as it is.
+    full_to: Option<Box<str>>,
+}
+
+/// `value` as JSON. It holds only strings, numbers and booleans, which serde_json always
+/// serialises.
+fn raw_json<T: serde::Serialize + ?Sized>(value: &T) -> Arc<RawValue> {
+    #[allow(clippy::unwrap_used)]
+    serde_json::value::to_raw_value(value).unwrap().into()
 }
 
 impl RoomState {
@@ -136,10 +152,11 @@ impl RoomState {
 
     fn insert(&mut self, member: Member) -> usize {
         let index = self.members.len();
+        let key: Box<str> = member.name.key().into();
         self.by_conn.insert(member.conn, index);
-        self.by_name.insert(member.name.key().into(), index);
+        self.by_name.insert(key.clone(), index);
         self.members.push(member);
-        self.roster_changed();
+        self.roster_changed(&key);
         index
     }
 
@@ -153,55 +170,69 @@ impl RoomState {
                 *slot = index;
             }
         }
-        self.roster_changed();
+        self.roster_changed(gone.name.key());
         gone
-    }
-
-    /// Page `page` of the member list by name, `size` to a page.
-    fn page_views(&self, page: usize, size: usize) -> Vec<MemberView<'_>> {
-        self.by_name
-            .values()
-            .skip(page.saturating_mul(size))
-            .take(size)
-            .map(|&i| self.members[i].view())
-            .collect()
     }
 
     fn by_id(&self, id: MemberId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
 
-    /// Every change of `members` (who is in, their names, keys or admin status) calls this.
-    fn roster_changed(&mut self) {
-        self.pages.clear();
+    /// Every change of `members` (who is in, their names, keys or admin status) calls this with
+    /// the name key it concerns: the pages before that key, if full, are unchanged.
+    fn roster_changed(&mut self, key: &str) {
+        for slot in &mut self.pages {
+            if slot
+                .as_ref()
+                .is_some_and(|p| p.full_to.as_deref().is_none_or(|last| last >= key))
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Page `page` of the member list as JSON, encoded now if it changed since it last was.
+    pub(super) fn page_json(&mut self, page: usize, size: usize) -> Arc<RawValue> {
+        if page >= self.members.len().div_ceil(size).max(1) {
+            // Past the last page: empty, and no walk of the list (nor a cache slot) finds that.
+            return raw_json::<[MemberView<'_>]>(&[]);
+        }
+        if self.pages.len() <= page {
+            self.pages.resize_with(page + 1, || None);
+        }
+        if let Some(cached) = &self.pages[page] {
+            return cached.members.clone();
+        }
+        let mut last = None;
+        let views: Vec<MemberView<'_>> = self
+            .by_name
+            .iter()
+            .skip(page * size)
+            .take(size)
+            .map(|(key, &i)| {
+                last = Some(key);
+                self.members[i].view()
+            })
+            .collect();
+        let full_to = last.filter(|_| views.len() == size).cloned();
+        let members = raw_json(views.as_slice());
+        self.pages[page] = Some(Page {
+            members: members.clone(),
+            full_to,
+        });
+        members
     }
 
     fn page_frame(&mut self, page: usize, size: usize) -> ByteString {
         let total = self.members.len();
-        let pages = total.div_ceil(size).max(1);
-        if let Some(Some(frame)) = self.pages.get(page) {
-            return frame.clone();
-        }
-        // A page past the last is empty, and no walk of the list finds that out.
-        let members = if page < pages {
-            self.page_views(page, size)
-        } else {
-            Vec::new()
-        };
-        let frame = ServerFrame::Members {
-            members: members.into(),
+        let members = self.page_json(page, size);
+        ServerFrame::Members {
+            members: &members,
             page,
-            pages,
+            pages: total.div_ceil(size).max(1),
             total,
         }
-        .wire();
-        if page < pages {
-            if self.pages.len() < pages {
-                self.pages.resize(pages, None);
-            }
-            self.pages[page] = Some(frame.clone());
-        }
-        frame
+        .wire()
     }
 
     /// Pushes one frame to every member but `except`; returns how many got it.
@@ -352,7 +383,7 @@ impl Room {
                 old.pubkey = entry.pubkey.clone();
                 old.token = token.clone();
                 old.away = false;
-                state.roster_changed();
+                state.roster_changed(entry.name.key());
                 (i, false)
             }
             None => {
@@ -374,13 +405,13 @@ impl Room {
             }
         };
         let count = state.members.len();
-        let first_page = state.page_views(0, self.presence.page_size());
+        let first_page = state.page_json(0, self.presence.page_size());
         let me = &state.members[index];
         let (id, conn) = (me.id, me.conn);
         let welcome = ServerFrame::Welcome {
             room_id: self.id.as_ref().into(),
             you: me.view(),
-            members: first_page.as_slice().into(),
+            members: &first_page,
             member_count: count,
             session: token.encode().into(),
             limits: self.limits,
@@ -390,12 +421,10 @@ impl Room {
         if fresh {
             let _ = me.outbox.push(&bot::greeting(me.name.as_ref(), count));
             if self.crowd(count) {
-                drop(first_page);
                 state.joined += 1;
                 self.summarise(&mut state);
             } else {
                 let notice = bot::joined(me.view(), count);
-                drop(first_page);
                 self.announce(&mut state, &notice, Some(conn));
             }
         }
@@ -482,7 +511,7 @@ impl Room {
         }
         state.by_conn.clear();
         state.by_name.clear();
-        state.roster_changed();
+        state.pages.clear();
         self.close_if_empty(&mut state);
     }
 

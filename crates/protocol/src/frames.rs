@@ -236,17 +236,20 @@ impl MemberView<'_> {
 }
 
 /// Server frames. The server serialises each once and shares the bytes with every recipient.
+///
+/// `B` is a body as it travels, `L` a page of the member list: the server passes both as JSON
+/// it already holds (a page is encoded once per change of it, and spliced into every `welcome`
+/// and `members` answer), clients read them as values.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame<'a, B = &'a RawValue> {
+pub enum ServerFrame<'a, B = &'a RawValue, L = Cow<'a, [MemberView<'a>]>> {
     Welcome {
         #[serde(borrow)]
         room_id: Cow<'a, str>,
         #[serde(borrow)]
         you: MemberView<'a>,
         /// The first page of the member list, by name; all of it unless the room is a crowd.
-        #[serde(borrow)]
-        members: Cow<'a, [MemberView<'a>]>,
+        members: L,
         /// How many members the room has, the newcomer included.
         member_count: usize,
         #[serde(borrow)]
@@ -310,8 +313,7 @@ pub enum ServerFrame<'a, B = &'a RawValue> {
     },
     /// Page `page` of `pages` of the member list by name, `total` members in all.
     Members {
-        #[serde(borrow)]
-        members: Cow<'a, [MemberView<'a>]>,
+        members: L,
         #[serde(default)]
         page: usize,
         #[serde(default = "one")]
@@ -369,7 +371,7 @@ impl BotEvent {
     }
 }
 
-impl<B: Serialize> ServerFrame<'_, B> {
+impl<B: Serialize, L: Serialize> ServerFrame<'_, B, L> {
     /// The frame as the text every recipient gets.
     pub fn encode(&self) -> String {
         // unwrap: these types hold only strings, numbers, booleans and already-valid JSON, which
@@ -379,7 +381,7 @@ impl<B: Serialize> ServerFrame<'_, B> {
     }
 }
 
-impl<'a, B> ServerFrame<'a, B> {
+impl<'a, B, L> ServerFrame<'a, B, L> {
     pub fn error(code: ErrorCode, txn: Option<&'a str>, retry_after_ms: Option<u64>) -> Self {
         ServerFrame::Error {
             code: Cow::Borrowed(code.as_str()),
@@ -505,14 +507,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let body = RawValue::from_string(r#"{"v":1,"iv":"x","ct":"y"}"#.into()).unwrap();
-        let message = ServerFrame::Message {
+        let message: ServerFrame<'_> = ServerFrame::Message {
             seq: 7,
             ts: 1,
             from: "bo \"quoted\"".into(),
             txn: "t".into(),
             body: &*body,
-        }
-        .encode();
+        };
+        let message = message.encode();
         match serde_json::from_str::<ServerFrame<'_, serde_json::Value>>(&message).unwrap() {
             ServerFrame::Message {
                 seq, from, body, ..
