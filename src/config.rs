@@ -28,6 +28,12 @@ pub struct Config {
     #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
 
+    /// Redis (or Valkey) URL of the cluster: nodes given the same one share their rooms, through
+    /// pub/sub only. Needs `MONGODB_URI` (the embedded store is one node's) and the same
+    /// `EPHEMERA_PEPPER` on every node. Unset: one node, no Redis.
+    #[arg(long, env = "EPHEMERA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
     /// MongoDB database name.
     #[arg(long, env = "EPHEMERA_MONGODB_DB", default_value = "ephemera")]
     pub mongodb_db: String,

@@ -33,6 +33,7 @@
 pub mod access;
 pub mod address;
 pub mod bot;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod descriptors;

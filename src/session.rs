@@ -16,9 +16,10 @@ use std::{
 use crate::{
     access,
     address::AddressKey,
+    cluster::{Cluster, Event},
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Departure, Entry, Refused, Room},
+    hub::{ConnId, Departure, Entry, MemberId, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame, Wire},
     ratelimit::{retry_after_ms, Bucket},
     socket::{Ended, Handler, Inbound, Incoming, Opened, Outbox},
@@ -305,6 +306,16 @@ async fn admit(
         let entry = request.entry(conn, outbox);
         for _ in 0..JOIN_RETRIES {
             let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
+            if let Some(cluster) = &state.cluster {
+                // Without Redis, this node does not know who is in the room on the others.
+                if !cluster.is_up() {
+                    return Err(ErrorCode::ClusterUnavailable.into());
+                }
+                cluster
+                    .subscribe(&proven.record().id_hash)
+                    .await
+                    .map_err(|_| ErrorCode::ClusterUnavailable)?;
+            }
             match state.hub.admit(room_id, &proven, &entry) {
                 Ok(room) => {
                     // The room is live: a delete may take the turn now.
@@ -496,6 +507,15 @@ async fn handle(
     frame: &ClientFrame<'_>,
     outbox: &Outbox,
 ) -> Result<(), ErrorCode> {
+    if let Some(cluster) = state.cluster.as_ref().filter(|c| c.is_up()) {
+        match clustered(state, cluster, room, conn, frame).await {
+            Ok(done) if done => return Ok(()),
+            Ok(_) => {}
+            // Redis went away meanwhile: this node relays it to its own members.
+            Err(Clustered::Down) => {}
+            Err(Clustered::Refused(code)) => return Err(code),
+        }
+    }
     match frame {
         ClientFrame::Send { txn, body } => {
             if let Some(relayed) = room.send(conn, txn, body) {
@@ -528,4 +548,59 @@ async fn handle(
         ClientFrame::Join(_) => return Err(ErrorCode::BadRequest),
     }
     Ok(())
+}
+
+enum Clustered {
+    Down,
+    Refused(ErrorCode),
+}
+
+/// The frames every node of a cluster must see, published for all of them (this one too) to
+/// deliver when they come back from Redis; `Ok(false)` for the frames that stay on this node.
+async fn clustered(
+    state: &AppState,
+    cluster: &Cluster,
+    room: &Room,
+    conn: ConnId,
+    frame: &ClientFrame<'_>,
+) -> Result<bool, Clustered> {
+    let Some(author) = room.author(conn) else {
+        return Ok(false);
+    };
+    let published = match frame {
+        ClientFrame::Send { txn, body } => {
+            let sent = cluster.send(room, author.0, &author.1, txn, body).await;
+            if sent.is_ok() {
+                state.metrics.messages_relayed.inc();
+            }
+            sent
+        }
+        ClientFrame::Unsend { seq } => {
+            let (seq, by) = room.check_unsend(conn, *seq).map_err(Clustered::Refused)?;
+            cluster.publish(room, &Event::Unsent { seq, by: &by }).await
+        }
+        _ => match presence_event(frame, author.0, &author.1) {
+            Some(event) => cluster.publish(room, &event).await,
+            None => return Ok(false),
+        },
+    };
+    published.map(|()| true).map_err(|_| Clustered::Down)
+}
+
+/// The events of a frame that carries no `seq` and no body.
+fn presence_event<'a>(
+    frame: &ClientFrame<'_>,
+    member: MemberId,
+    from: &'a str,
+) -> Option<Event<'a>> {
+    let member = member.0;
+    match *frame {
+        ClientFrame::Typing { active } => Some(Event::Typing {
+            member,
+            from,
+            active,
+        }),
+        ClientFrame::Read { seq } => Some(Event::Read { member, from, seq }),
+        _ => None,
+    }
 }

@@ -12,6 +12,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     address::ProxyPolicy,
+    cluster::Cluster,
     config::Config,
     credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
     descriptors,
@@ -44,6 +45,13 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("invalid argon2 settings: {0}")]
     Hash(#[from] crate::credentials::HashError),
+    #[error(
+        "cluster mode (--redis-url) needs MongoDB (MONGODB_URI): the embedded store belongs to \
+         one node, and the nodes of a cluster must share their rooms' credentials"
+    )]
+    ClusterWithoutMongo,
+    #[error("cannot reach the cluster's Redis: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The accept queue's length. A join storm opens hundreds of connections at once; with std's
@@ -146,8 +154,15 @@ impl Application {
             None => log::info!("open files: limit unknown; connection cap {cap}"),
         }
         config.max_connections = Some(cap);
+        if config.redis_url.is_some() && config.mongodb_uri.is_none() {
+            return Err(StartError::ClusterWithoutMongo);
+        }
         let cpus = Config::cpus();
         let metrics = Metrics::new();
+        let cluster = match &config.redis_url {
+            Some(url) => Some(Cluster::connect(url, metrics.cluster_up.clone()).await?),
+            None => None,
+        };
         let store = open_store(&config).await?;
         let pepper = Pepper::load_or_create(config.pepper.as_deref(), &config.data_dir)?;
         let threads = if config.hash_threads == 0 {
@@ -196,16 +211,21 @@ impl Application {
             max_frame_bytes: config.max_frame_bytes,
             headers: routes::response_headers(config.public_url.as_deref()),
         });
+        let mut hub = Hub::new(
+            metrics.clone(),
+            limits,
+            Presence {
+                leave_grace: Duration::from_secs(config.leave_grace_secs),
+                crowd: config.crowd_size,
+            },
+        );
+        if let Some(cluster) = &cluster {
+            hub = hub.clustered(cluster.clone());
+        }
         let state = AppState {
             lobby,
-            hub: Arc::new(Hub::new(
-                metrics.clone(),
-                limits,
-                Presence {
-                    leave_grace: Duration::from_secs(config.leave_grace_secs),
-                    crowd: config.crowd_size,
-                },
-            )),
+            hub: Arc::new(hub),
+            cluster,
             credentials,
             limiters,
             metrics,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, credentials::Credentials, hub::Hub, lobby::Lobby, ratelimit::Limiters,
-    socket::Transport, telemetry::Metrics,
+    cluster::Cluster, config::Config, credentials::Credentials, hub::Hub, lobby::Lobby,
+    ratelimit::Limiters, socket::Transport, telemetry::Metrics,
 };
 
 #[derive(Clone)]
@@ -23,6 +23,8 @@ pub struct AppState {
     /// reads, and the count of open sockets.
     pub limiters: Arc<Limiters>,
     pub metrics: Metrics,
+    /// The other nodes, through Redis, when `--redis-url` is set.
+    pub cluster: Option<Arc<Cluster>>,
     /// The listed rooms, for `GET /api/rooms`, in memory.
     pub lobby: Arc<Lobby>,
     /// The WebSocket transport's share: origin and proxy policies, queue limits, lingering

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub slow_readers: IntCounter,
     pub argon2_runs: IntCounterVec,
     pub queued_bytes: IntGauge,
+    /// 1 while this node's Redis answers, in cluster mode; 0 while it serves its own members
+    /// only.
+    pub cluster_up: IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +79,11 @@ impl Metrics {
                 "Bytes queued to members and not yet written (each recipient's copy counted)",
             )
             .unwrap(),
+            cluster_up: IntGauge::new(
+                "ephemera_cluster_up",
+                "1 while the cluster's Redis answers (cluster mode only; 0 otherwise)",
+            )
+            .unwrap(),
             registry,
         };
         #[allow(clippy::unwrap_used)]
@@ -91,6 +99,7 @@ impl Metrics {
             r.register(Box::new(metrics.slow_readers.clone())).unwrap();
             r.register(Box::new(metrics.argon2_runs.clone())).unwrap();
             r.register(Box::new(metrics.queued_bytes.clone())).unwrap();
+            r.register(Box::new(metrics.cluster_up.clone())).unwrap();
         }
         metrics
     }

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 pub use room::{ConnId, Departure, MemberId, Presence, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
+    cluster::Cluster,
     credentials::{RoomRecord, Turn},
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{ErrorCode, Limits},
@@ -80,6 +81,9 @@ struct Registry {
     rooms: DashMap<RoomId, Arc<Room>>,
     /// `ephemera_rooms_live`.
     live: prometheus::IntGauge,
+    /// In cluster mode: told when a room goes live here and when it leaves, to follow its
+    /// channel.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Registry {
@@ -91,6 +95,9 @@ impl Registry {
             .is_some()
         {
             self.live.dec();
+            if let Some(cluster) = &self.cluster {
+                cluster.release(room);
+            }
         }
     }
 }
@@ -108,11 +115,20 @@ impl Hub {
             registry: Arc::new(Registry {
                 rooms: DashMap::new(),
                 live: metrics.rooms_live,
+                cluster: None,
             }),
             next_conn: AtomicU64::new(1),
             limits,
             presence,
         }
+    }
+
+    /// The hub of a node of a cluster: its rooms follow their channels.
+    pub fn clustered(mut self, cluster: Arc<Cluster>) -> Self {
+        if let Some(registry) = Arc::get_mut(&mut self.registry) {
+            registry.cluster = Some(cluster);
+        }
+        self
     }
 
     pub fn limits(&self) -> Limits {
@@ -161,13 +177,17 @@ impl Hub {
             .entry(id.clone())
             .or_insert_with(|| {
                 self.registry.live.inc();
-                Arc::new(Room::new(
+                let room = Arc::new(Room::new(
                     id.clone(),
                     record.clone(),
                     self.limits,
                     self.presence,
                     Arc::downgrade(&self.registry),
-                ))
+                ));
+                if let Some(cluster) = &self.registry.cluster {
+                    cluster.register(&room);
+                }
+                room
             })
             .clone();
         room.record.same_credentials(record).then_some(room)

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use super::{Entry, Refused, Registry};
 use crate::{
     bot,
+    cluster::Event,
     credentials::RoomRecord,
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame, Wire},
@@ -65,8 +66,8 @@ pub const SEQ_MEMORY: usize = 10_000;
 pub struct ConnId(pub u64);
 
 /// A member's identity across reconnects: a socket replaced with the `session` token keeps it,
-/// so the member can still unsend what it sent before the blip. It is the [`ConnId`] of the
-/// member's first socket, which no other socket ever has.
+/// so the member can still unsend what it sent before the blip. Random, so that it is unique
+/// across the nodes of a cluster too (which remember each other's senders).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberId(pub u64);
 
@@ -263,6 +264,34 @@ impl RoomState {
         seq
     }
 
+    /// A `seq` the cluster assigned: remembered in order, a gap (what this node missed while
+    /// Redis was away) as forgotten; the node's own count goes on from it if Redis goes away.
+    fn record_seq(&mut self, seq: u64, sent: Sent) {
+        let end = self.first_seq + self.sent.len() as u64;
+        if self.sent.is_empty()
+            || seq < self.first_seq
+            || seq.saturating_sub(end) >= SEQ_MEMORY as u64
+        {
+            self.sent.clear();
+            self.first_seq = seq;
+        } else if seq < end {
+            return;
+        }
+        for _ in self.first_seq + self.sent.len() as u64..seq {
+            self.sent.push_back(None);
+        }
+        self.sent.push_back(Some(sent));
+        while self.sent.len() > SEQ_MEMORY {
+            self.sent.pop_front();
+            self.first_seq += 1;
+        }
+        self.next_seq = seq + 1;
+    }
+
+    fn conn_of(&self, id: MemberId) -> Option<ConnId> {
+        self.by_id(id).map(|m| m.conn)
+    }
+
     fn sent_slot(&mut self, seq: u64) -> Option<&mut Option<Sent>> {
         let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
         self.sent.get_mut(index)
@@ -392,7 +421,7 @@ impl Room {
                     return Err(Refused::Code(ErrorCode::RoomFull));
                 }
                 let index = state.insert(Member {
-                    id: MemberId(entry.conn.0),
+                    id: MemberId(rand::random()),
                     conn: entry.conn,
                     name: entry.name.clone(),
                     admin: entry.admin,
@@ -686,27 +715,43 @@ impl Room {
     /// messages but not direct messages, which are private to their two parties.
     pub fn unsend(&self, conn: ConnId, seq: Option<u64>) -> Result<(), ErrorCode> {
         let mut state = self.lock();
-        let (me_id, me_admin) = state
+        let (seq, by) = Self::may_unsend(&mut state, conn, seq)?;
+        Self::take_back(&mut state, seq, &by);
+        Ok(())
+    }
+
+    /// Whether the member on `conn` may unsend `seq`: the `seq`, and the member's name.
+    pub fn check_unsend(&self, conn: ConnId, seq: Option<u64>) -> Result<(u64, String), ErrorCode> {
+        Self::may_unsend(&mut self.lock(), conn, seq)
+    }
+
+    fn may_unsend(
+        state: &mut RoomState,
+        conn: ConnId,
+        seq: Option<u64>,
+    ) -> Result<(u64, String), ErrorCode> {
+        let (me_id, me_admin, me_name) = state
             .member(conn)
-            .map(|m| (m.id, m.admin))
+            .map(|m| (m.id, m.admin, m.name.as_ref().to_owned()))
             .ok_or(ErrorCode::Forbidden)?;
-        let slot = seq
-            .and_then(|seq| state.sent_slot(seq))
+        let seq = seq.ok_or(ErrorCode::NoSuchMessage)?;
+        let sent = state
+            .sent_slot(seq)
+            .and_then(|slot| *slot)
             .ok_or(ErrorCode::NoSuchMessage)?;
-        let sent = slot.ok_or(ErrorCode::NoSuchMessage)?;
-        let allowed = sent.author == me_id || (me_admin && sent.dm_to.is_none());
-        if !allowed {
-            return Err(ErrorCode::Forbidden);
+        if sent.author == me_id || (me_admin && sent.dm_to.is_none()) {
+            Ok((seq, me_name))
+        } else {
+            Err(ErrorCode::Forbidden)
         }
-        *slot = None;
-        let (Some(seq), Some(me)) = (seq, state.member(conn)) else {
-            return Err(ErrorCode::NoSuchMessage);
+    }
+
+    /// Forgets `seq` and tells those who got it; nothing when it was already taken back.
+    fn take_back(state: &mut RoomState, seq: u64, by: &str) {
+        let Some(sent) = state.sent_slot(seq).and_then(Option::take) else {
+            return;
         };
-        let frame = ServerFrame::Unsent {
-            seq,
-            by: me.name.as_ref().into(),
-        }
-        .wire();
+        let frame = ServerFrame::Unsent { seq, by: by.into() }.wire();
         match sent.dm_to {
             None => {
                 state.deliver(&frame, None);
@@ -721,7 +766,68 @@ impl Room {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Who the member on `conn` is, for an event that carries it to the other nodes.
+    pub fn author(&self, conn: ConnId) -> Option<(MemberId, String)> {
+        self.lock()
+            .member(conn)
+            .map(|m| (m.id, m.name.as_ref().to_owned()))
+    }
+
+    /// An event of this room from the cluster (this node's own included): delivered to the
+    /// members here as it would have been on one node, `seq` as the cluster assigned it.
+    pub fn apply(&self, seq: u64, event: &Event<'_>) {
+        let mut state = self.lock();
+        match *event {
+            Event::Message {
+                member,
+                from,
+                txn,
+                body,
+                ts,
+            } => {
+                state.record_seq(
+                    seq,
+                    Sent {
+                        author: MemberId(member),
+                        dm_to: None,
+                    },
+                );
+                let frame = ServerFrame::Message {
+                    seq,
+                    ts,
+                    from: from.into(),
+                    txn: txn.into(),
+                    body,
+                }
+                .wire();
+                state.deliver(&frame, None);
+            }
+            Event::Typing {
+                member,
+                from,
+                active,
+            } => {
+                let frame = ServerFrame::Typing {
+                    from: from.into(),
+                    active,
+                }
+                .wire();
+                let sender = state.conn_of(MemberId(member));
+                state.deliver(&frame, sender);
+            }
+            Event::Read { member, from, seq } => {
+                let frame = ServerFrame::Read {
+                    from: from.into(),
+                    seq,
+                }
+                .wire();
+                let sender = state.conn_of(MemberId(member));
+                state.deliver(&frame, sender);
+            }
+            Event::Unsent { seq, by } => Self::take_back(&mut state, seq, by),
+        }
     }
 
     /// The `members` answer: page `page` (0 by default), or the page that holds `name`; the same

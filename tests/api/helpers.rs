@@ -801,3 +801,93 @@ impl Drop for BinaryServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real `redis-server` on a free loopback port, with persistence off, stopped on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_at(port)
+    }
+
+    /// On `port`, so that a test can stop it and start it again where the nodes expect it.
+    pub fn start_at(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the cluster tests need a real Redis: install it with \
+                     'apt-get install -y redis-server' (scripts/test does) ({e})"
+                )
+            });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every key Redis holds, with what it holds, as `redis-cli` prints them.
+    pub fn dump(&self) -> String {
+        let cli = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut dump = String::new();
+        for key in cli(&["--scan"]).lines() {
+            dump.push_str(key);
+            dump.push('\n');
+            dump.push_str(&cli(&["dump", key]));
+        }
+        dump
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node of a cluster: MongoDB and Redis shared with its other nodes.
+pub async fn spawn_node(mongo: &MongoServer, redis: &RedisServer, db: &str) -> TestApp {
+    let (uri, url, db) = (mongo.uri.clone(), redis.url.clone(), db.to_owned());
+    spawn_app_with(move |c| {
+        c.mongodb_uri = Some(uri);
+        c.mongodb_db = db;
+        c.redis_url = Some(url);
+    })
+    .await
+}

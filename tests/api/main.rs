@@ -3,6 +3,7 @@
 
 mod abuse;
 mod cli;
+mod cluster;
 mod crowd;
 mod faults;
 mod helpers;

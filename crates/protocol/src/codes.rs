@@ -22,11 +22,12 @@ pub enum ErrorCode {
     InvalidPubkey,
     RoomFull,
     StoreUnavailable,
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::BadRequest,
         Self::RateLimited,
         Self::Forbidden,
@@ -42,6 +43,7 @@ impl ErrorCode {
         Self::InvalidPubkey,
         Self::RoomFull,
         Self::StoreUnavailable,
+        Self::ClusterUnavailable,
     ];
 
     /// The code a wire string names, if it is one of this contract's.
@@ -66,6 +68,7 @@ impl ErrorCode {
             Self::InvalidPubkey => "invalid_pubkey",
             Self::RoomFull => "room_full",
             Self::StoreUnavailable => "store_unavailable",
+            Self::ClusterUnavailable => "cluster_unavailable",
         }
     }
 
@@ -81,7 +84,7 @@ impl ErrorCode {
             Self::InvalidName | Self::InvalidPubkey => 4422,
             Self::RateLimited => 4429,
             Self::RoomFull => 4503,
-            Self::StoreUnavailable => 1011,
+            Self::StoreUnavailable | Self::ClusterUnavailable => 1011,
             Self::Forbidden | Self::NoSuchMember | Self::NoSuchMessage => close::PROTOCOL,
         }
     }
@@ -105,6 +108,9 @@ impl ErrorCode {
             Self::InvalidPubkey => "pubkey must be an uncompressed P-256 point, base64url",
             Self::RoomFull => "the room is full",
             Self::StoreUnavailable => "the credential store cannot be reached; try again later",
+            Self::ClusterUnavailable => {
+                "this node cannot reach the other nodes of the cluster; try again later"
+            }
         }
     }
 }
