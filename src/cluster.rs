@@ -36,9 +36,16 @@ const SEQ_TTL_SECS: u64 = 7 * 24 * 3600;
 const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// Takes the room's next `seq` and publishes `"{seq} {event}"` on its channel, atomically:
-/// Redis runs scripts one at a time, so publish order is `seq` order.
+/// Redis runs scripts one at a time, so publish order is `seq` order. `ARGV[3]` is the next
+/// `seq` the sending node expects: a Redis that restarted empty, or a node that counted on by
+/// itself through an outage, does not make the room's numbers go back.
 const PUBLISH_SEQUENCED: &str = r"
 local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[3])
+if seq < floor then
+  seq = floor
+  redis.call('SET', KEYS[1], seq)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
 return seq
@@ -137,13 +144,13 @@ impl Cluster {
             publish: Script::new(PUBLISH_SEQUENCED),
         });
         cluster.up_gauge.set(1);
+        tokio::spawn(watch(Arc::downgrade(&cluster), subscriber.clone()));
         tokio::spawn(keep_subscriptions(
             Arc::downgrade(&cluster),
             subscriber,
             requests,
         ));
         tokio::spawn(receive(Arc::downgrade(&cluster), incoming));
-        tokio::spawn(watch(Arc::downgrade(&cluster)));
         Ok(cluster)
     }
 
@@ -225,6 +232,7 @@ impl Cluster {
             .key(channel(tag))
             .arg(encode(event))
             .arg(SEQ_TTL_SECS)
+            .arg(room.next_seq())
             .invoke_async::<u64>(&mut self.commands.clone())
             .await;
         self.checked(result).map(drop)
@@ -314,18 +322,22 @@ async fn receive(cluster: Weak<Cluster>, mut incoming: mpsc::UnboundedReceiver<r
     }
 }
 
-/// Asks Redis every second whether it answers: the connection managers reconnect on a failed
-/// command, and this is the command that finds out when nothing else is being said.
-async fn watch(cluster: Weak<Cluster>) {
+/// Asks Redis every second, on both connections, whether it answers. A connection manager
+/// reconnects when a command on it fails, and gives up after a few tries until the next one
+/// fails: without these pings the subscriber, which sends nothing while its rooms stay the
+/// same, would stay deaf after a long outage.
+async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let answer = redis::cmd("PING")
+        let ping = redis::cmd("PING");
+        let commands = ping
             .query_async::<String>(&mut cluster.commands.clone())
             .await;
-        cluster.set_up(answer.is_ok());
+        let pubsub = ping.query_async::<redis::Value>(&mut subscriber).await;
+        cluster.set_up(commands.is_ok() && pubsub.is_ok());
     }
 }
 

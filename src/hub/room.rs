@@ -768,6 +768,11 @@ impl Room {
         }
     }
 
+    /// The `seq` this room would give next, by what it has seen.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// Who the member on `conn` is, for an event that carries it to the other nodes.
     pub fn author(&self, conn: ConnId) -> Option<(MemberId, String)> {
         self.lock()

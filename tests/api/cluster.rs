@@ -89,16 +89,20 @@ async fn two_nodes_share_a_room_in_one_order() {
 }
 
 /// Without Redis a node goes on relaying between its own members, says so in `/healthz` and
-/// the metrics, and refuses joins with `cluster_unavailable`; it heals by itself.
+/// the metrics, and refuses joins with `cluster_unavailable`; it heals by itself, even after an
+/// outage longer than its connections' reconnect attempts.
 #[tokio::test]
 async fn a_redis_outage_keeps_each_node_serving_its_own_and_heals() {
     let mongo = MongoServer::start();
     let mut redis = RedisServer::start();
     let a = spawn_node(&mongo, &redis, "cluster_outage").await;
+    let b = spawn_node(&mongo, &redis, "cluster_outage").await;
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (mut carol, _) = a.join(&room, "carol").await;
+    let (mut bob, _) = b.join(&room, "bob").await;
     redis.stop();
+    let outage = std::time::Instant::now();
     let mut degraded = false;
     for _ in 0..50 {
         let health: serde_json::Value = a.get("/healthz").await.json().await.unwrap();
@@ -116,26 +120,42 @@ async fn a_redis_outage_keeps_each_node_serving_its_own_and_heals() {
     alice
         .send_json(&json!({ "type": "send", "txn": "t", "body": { "n": 1 } }))
         .await;
-    assert_eq!(carol.recv_type("message").await["txn"], "t");
+    let during = carol.recv_type("message").await;
+    assert_eq!(during["txn"], "t");
     let mut dave = a.connect(&room.id).await;
     dave.send_json(&json!({ "type": "join", "auth": room.auth, "name": "dave" }))
         .await;
     dave.refused("cluster_unavailable", 1011).await;
 
+    // Longer than the connection managers' reconnect attempts (6, backing off to 2 s).
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(outage.elapsed())).await;
     let _redis = RedisServer::start_at(redis.port);
-    let mut healed = false;
-    for _ in 0..100 {
-        let health: serde_json::Value = a.get("/healthz").await.json().await.unwrap();
-        if health["cluster"] == "ok" {
-            healed = true;
-            break;
+    for node in [&a, &b] {
+        let mut healed = false;
+        for _ in 0..100 {
+            let health: serde_json::Value = node.get("/healthz").await.json().await.unwrap();
+            if health["cluster"] == "ok" {
+                healed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(healed, "the node heals when Redis is back");
     }
-    assert!(healed, "the node heals when Redis is back");
     let (_dave, _) = a.join(&room, "dave").await;
     alice
         .send_json(&json!({ "type": "send", "txn": "after", "body": { "n": 2 } }))
         .await;
-    assert_eq!(carol.recv_type("message").await["txn"], "after");
+    let after = carol.recv_type("message").await;
+    assert_eq!(after["txn"], "after");
+    assert!(
+        after["seq"].as_u64() > during["seq"].as_u64(),
+        "a Redis that restarted empty does not make the numbers go back: {during} {after}"
+    );
+    assert_eq!(bob.recv_type("message").await["txn"], "after");
+    bob.send_json(&json!({ "type": "send", "txn": "from b", "body": { "n": 3 } }))
+        .await;
+    for txn in ["t", "after", "from b"] {
+        assert_eq!(alice.recv_type("message").await["txn"], txn);
+    }
 }
