@@ -4,6 +4,7 @@
 //! [`Hub::admit`](crate::hub::Hub::admit).
 
 use crate::{
+    cluster::Deleted,
     credentials::{RoomRecord, Secret, StoreError, Turn},
     domain::RoomId,
     hub::Proven,
@@ -103,7 +104,39 @@ pub async fn delete_room(
         None => state.credentials.turn(room_id).await,
     };
     state.credentials.delete(room_id).await?;
-    state.lobby.remove(room_id);
+    let listed = state.lobby.remove(room_id);
     state.hub.delete(room_id);
+    if let Some(cluster) = &state.cluster {
+        let tag = state.credentials.pepper().room_hash(room_id);
+        if let Err(e) = cluster.deleted(&tag, listed.then_some(room_id)).await {
+            // The record is gone: the other nodes' members are closed when their node next
+            // proves anything against it, and its live rooms expire with their members.
+            log::warn!("cluster: a deletion not told to the other nodes: {e}");
+        }
+    }
     Ok(())
+}
+
+/// Another node deleted a room: the same teardown here (its record is gone already), inside
+/// the room's turn, so that a join proving meanwhile either made the room live before (and is
+/// torn down with it) or finds no record after.
+pub async fn deleted_elsewhere(state: &AppState, deleted: &Deleted) {
+    let room = state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.live_room(&deleted.tag));
+    let listed = deleted
+        .listed
+        .as_deref()
+        .and_then(|id| RoomId::parse(id).ok());
+    let id = room.as_ref().map(|r| r.id.clone()).or(listed);
+    let _turn = match &id {
+        Some(id) => Some(state.credentials.turn(id).await),
+        None => None,
+    };
+    state.credentials.forget(&deleted.tag);
+    if let Some(id) = id {
+        state.lobby.remove(&id);
+        state.hub.delete(&id);
+    }
 }

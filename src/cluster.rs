@@ -10,6 +10,7 @@
 //! need the cluster's view, until Redis answers again.
 
 use std::{
+    borrow::Cow,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Weak,
@@ -26,7 +27,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hub::{MemberId, Room};
+use crate::{
+    credentials::Pepper,
+    domain::{MemberName, RoomId},
+    hub::{MemberId, Room},
+};
 
 /// How long a room's `seq` counter outlives the room's last message: a room quiet for longer
 /// starts again at 1, as a room made live anew does on one node.
@@ -51,6 +56,50 @@ redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
 return seq
 ";
 
+/// Claims a member's name in a room, across the cluster: `new` (the name is the caller's now),
+/// `mine` (a member of the caller's node holds it), `taken` (a member of a live node holds it)
+/// or `full` (`ARGV[3]` members already, 0 for no cap). A name held by a node whose heartbeat
+/// key is gone is free.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner == ARGV[2] then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'mine'
+end
+if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then
+  return 'taken'
+end
+local max = tonumber(ARGV[3])
+if not owner and max > 0 and redis.call('HLEN', KEYS[1]) >= max then
+  return 'full'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 'new'
+";
+
+/// Lets a name go, if the caller's node still holds it.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// How long the claims on a room's names outlive the last claim or heartbeat that renewed them.
+const NAMES_TTL_SECS: u64 = 3600;
+
+/// A node's heartbeat key lives this long; renewed every second, so a node that died is seen
+/// as gone (its names free, its members dropped) within this.
+const NODE_TTL_SECS: u64 = 10;
+
+/// How many events a room's channel may bring before the room goes live on this node (a
+/// roster, a message or two while the first member's join is checked).
+const PENDING_MAX: usize = 64;
+
+/// How often, in heartbeats, a node renews the claims of the rooms live on it.
+const RENEW_NAMES_EVERY: u32 = 60;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("redis: {0}")]
@@ -67,30 +116,124 @@ pub enum Event<'a> {
     Message {
         member: u64,
         #[serde(borrow)]
-        from: &'a str,
+        from: Cow<'a, str>,
         #[serde(borrow)]
-        txn: &'a str,
+        txn: Cow<'a, str>,
         #[serde(borrow)]
         body: &'a RawValue,
+        ts: i64,
+    },
+    /// A direct message: every node remembers its `seq`; the nodes of its two parties deliver.
+    Dm {
+        member: u64,
+        #[serde(borrow)]
+        from: Cow<'a, str>,
+        to_member: u64,
+        #[serde(borrow)]
+        to: Cow<'a, str>,
+        #[serde(borrow)]
+        txn: Cow<'a, str>,
+        #[serde(borrow)]
+        body: &'a RawValue,
+        #[serde(borrow)]
+        pubkey: Option<Cow<'a, str>>,
         ts: i64,
     },
     Typing {
         member: u64,
         #[serde(borrow)]
-        from: &'a str,
+        from: Cow<'a, str>,
         active: bool,
     },
     Read {
         member: u64,
         #[serde(borrow)]
-        from: &'a str,
+        from: Cow<'a, str>,
         seq: u64,
     },
     Unsent {
         seq: u64,
         #[serde(borrow)]
-        by: &'a str,
+        by: Cow<'a, str>,
     },
+    /// A member joined (or came back) on `node`.
+    Joined {
+        node: u64,
+        #[serde(borrow)]
+        peer: Peer<'a>,
+    },
+    /// A member on `node` left, or was kicked by `kicked_by`.
+    Left {
+        node: u64,
+        member: u64,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        kicked_by: Option<Cow<'a, str>>,
+    },
+    /// The room went live on `node`: the others answer with their members.
+    Hello { node: u64 },
+    Roster {
+        node: u64,
+        #[serde(borrow)]
+        members: Vec<Peer<'a>>,
+    },
+    /// An admin on another node removes `name`, whose node is `node`.
+    Kick {
+        node: u64,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        by: Cow<'a, str>,
+    },
+}
+
+/// A member as the nodes tell each other.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Peer<'a> {
+    pub member: u64,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    pub admin: bool,
+    #[serde(borrow)]
+    pub pubkey: Option<Cow<'a, str>>,
+}
+
+/// What the cluster's control channel carries.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Control {
+    /// A room was deleted (by `node`): every node tears it down and forgets its proofs.
+    Deleted {
+        node: u64,
+        #[serde(flatten)]
+        room: Deleted,
+    },
+}
+
+/// A room another node deleted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Deleted {
+    pub tag: String,
+    /// The room's ID when it is listed (and so public), for the lobby.
+    pub listed: Option<String>,
+}
+
+/// A node's answer to a claim on a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The name is this join's now.
+    New,
+    /// A member on this node holds it: the room decides (a resume, or `name_taken`).
+    Mine,
+    Taken,
+    Full,
+}
+
+/// Work for Redis that must go out in the order it was asked for, from code that cannot wait.
+enum Outgoing {
+    Publish { channel: String, payload: String },
+    Release { tag: String, field: String },
 }
 
 enum Subscription {
@@ -99,13 +242,25 @@ enum Subscription {
 }
 
 pub struct Cluster {
+    /// This node, for the others: random at each start.
+    node: u64,
+    pepper: Pepper,
     commands: ConnectionManager,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    deletions: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Deleted>>>,
+    deleted: mpsc::UnboundedSender<Deleted>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     /// The rooms live on this node, by their tag (the room hash the store keys them by).
     rooms: DashMap<String, Weak<Room>>,
+    /// What came for a room between this node's subscribing to it and the room's going live
+    /// here (the other nodes' roster, above all), kept in order for the room; see
+    /// [`Cluster::deliver`].
+    pending: DashMap<String, Vec<String>>,
+    registered: mpsc::UnboundedSender<String>,
     up: AtomicBool,
     up_gauge: prometheus::IntGauge,
     publish: Script,
+    claim: Script,
 }
 
 impl Cluster {
@@ -114,6 +269,7 @@ impl Cluster {
     /// in and watch the connection.
     pub async fn connect(
         url: &str,
+        pepper: Pepper,
         up_gauge: prometheus::IntGauge,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = redis::Client::open(with_resp3(url))?;
@@ -135,14 +291,29 @@ impl Cluster {
             )
             .await?;
         let (subscriptions, requests) = mpsc::unbounded_channel();
+        let (outgoing, to_send) = mpsc::unbounded_channel();
+        let (deleted, deletions) = mpsc::unbounded_channel();
+        let (registered, registrations) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
+            node: rand::random::<u64>() >> 1,
+            pepper,
+            outgoing,
+            deletions: std::sync::Mutex::new(Some(deletions)),
+            deleted,
             commands,
             subscriptions,
             rooms: DashMap::new(),
+            pending: DashMap::new(),
+            registered,
             up: AtomicBool::new(true),
             up_gauge,
             publish: Script::new(PUBLISH_SEQUENCED),
+            claim: Script::new(CLAIM),
         });
+        let (done, subscribed) = oneshot::channel();
+        let _ = cluster
+            .subscriptions
+            .send(Subscription::Subscribe(CONTROL.to_owned(), done));
         cluster.up_gauge.set(1);
         tokio::spawn(watch(Arc::downgrade(&cluster), subscriber.clone()));
         tokio::spawn(keep_subscriptions(
@@ -150,8 +321,94 @@ impl Cluster {
             subscriber,
             requests,
         ));
-        tokio::spawn(receive(Arc::downgrade(&cluster), incoming));
+        tokio::spawn(receive(Arc::downgrade(&cluster), incoming, registrations));
+        tokio::spawn(send_out(cluster.commands.clone(), cluster.node, to_send));
+        subscribed.await.unwrap_or(Ok(()))?;
+        // Alive before the first join: a claim checks its owner's heartbeat.
+        redis::cmd("SET")
+            .arg(format!("{NODE_PREFIX}{}", cluster.node))
+            .arg(1)
+            .arg("EX")
+            .arg(NODE_TTL_SECS)
+            .query_async::<()>(&mut cluster.commands.clone())
+            .await?;
         Ok(cluster)
+    }
+
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Takes the stream of rooms other nodes deleted; once, at start.
+    pub fn deletions(&self) -> Option<mpsc::UnboundedReceiver<Deleted>> {
+        self.deletions.lock().ok()?.take()
+    }
+
+    /// Publishes a room's event for every node, after whatever was posted before it.
+    pub fn post(&self, tag: &str, event: &Event<'_>) {
+        let _ = self.outgoing.send(Outgoing::Publish {
+            channel: channel(tag),
+            payload: format!("0 {}", encode(event)),
+        });
+    }
+
+    /// Claims `name` in the room `tag` for a join on this node; `max` members at most (0: any).
+    pub async fn claim(
+        &self,
+        tag: &str,
+        name: &MemberName,
+        max: usize,
+    ) -> Result<Claim, ClusterError> {
+        let answer = self
+            .claim
+            .key(names_key(tag))
+            .arg(self.pepper.name_tag(tag, name.key()))
+            .arg(self.node)
+            .arg(max)
+            .arg(NAMES_TTL_SECS)
+            .arg(NODE_PREFIX)
+            .invoke_async::<String>(&mut self.commands.clone())
+            .await;
+        Ok(match self.checked(answer)?.as_str() {
+            "mine" => Claim::Mine,
+            "taken" => Claim::Taken,
+            "full" => Claim::Full,
+            _ => Claim::New,
+        })
+    }
+
+    /// Lets `name` go in the room `tag`, after what was posted before.
+    pub fn release_name(&self, tag: &str, name: &MemberName) {
+        let _ = self.outgoing.send(Outgoing::Release {
+            tag: tag.to_owned(),
+            field: self.pepper.name_tag(tag, name.key()),
+        });
+    }
+
+    /// A room was deleted here: every other node tears it down too, and its keys go.
+    pub async fn deleted(&self, tag: &str, listed: Option<&RoomId>) -> Result<(), ClusterError> {
+        let control = encode_control(&Control::Deleted {
+            node: self.node,
+            room: Deleted {
+                tag: tag.to_owned(),
+                listed: listed.map(|id| id.as_ref().to_owned()),
+            },
+        });
+        let result = redis::pipe()
+            .del(names_key(tag))
+            .ignore()
+            .del(seq_key(tag))
+            .ignore()
+            .publish(CONTROL, control)
+            .ignore()
+            .query_async::<()>(&mut self.commands.clone())
+            .await;
+        self.checked(result)
+    }
+
+    /// The room live on this node under `tag`, if any.
+    pub fn live_room(&self, tag: &str) -> Option<Arc<Room>> {
+        self.rooms.get(tag).and_then(|r| r.upgrade())
     }
 
     /// Whether Redis answered the last time it was asked.
@@ -184,10 +441,32 @@ impl Cluster {
         result.await.unwrap_or(Ok(()))
     }
 
-    /// A room went live on this node.
+    /// A room went live on this node. What came for it since the subscription is handed to it
+    /// by the task that delivers everything, so that it stays in order.
     pub fn register(&self, room: &Arc<Room>) {
-        self.rooms
-            .insert(room.record.id_hash.clone(), Arc::downgrade(room));
+        let tag = room.record.id_hash.clone();
+        self.rooms.insert(tag.clone(), Arc::downgrade(room));
+        let _ = self.registered.send(tag);
+    }
+
+    /// A join that subscribed to a room's channel did not make the room live here: the channel
+    /// goes, unless the room is live here after all.
+    pub fn unsubscribe_unless_live(&self, tag: &str) {
+        let _ = self
+            .subscriptions
+            .send(Subscription::Unsubscribe(channel(tag)));
+    }
+
+    /// The room `tag` is live: what was kept for it is applied, in order.
+    fn replay(&self, tag: &str) {
+        let Some((_, events)) = self.pending.remove(tag) else {
+            return;
+        };
+        if let Some(room) = self.live_room(tag) {
+            for text in events {
+                self.apply(&room, &text);
+            }
+        }
     }
 
     /// A room left this node's hub: its channel is let go unless the room is live again.
@@ -216,15 +495,20 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let event = Event::Message {
             member: member.0,
-            from,
-            txn,
+            from: from.into(),
+            txn: txn.into(),
             body,
             ts: crate::protocol::now_ms(),
         };
         self.publish_sequenced(room, &event).await
     }
 
-    async fn publish_sequenced(&self, room: &Room, event: &Event<'_>) -> Result<(), ClusterError> {
+    /// Publishes an event that takes the room's next `seq` (a message, a DM).
+    pub async fn publish_sequenced(
+        &self,
+        room: &Room,
+        event: &Event<'_>,
+    ) -> Result<(), ClusterError> {
         let tag = &room.record.id_hash;
         let result = self
             .publish
@@ -258,15 +542,37 @@ impl Cluster {
 
     /// One message from a room's channel: to the room live here, if it still is.
     fn deliver(&self, message: &Msg) {
-        let Some(tag) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
+        if message.get_channel_name() == CONTROL {
+            match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
+                Ok(Control::Deleted { node, room }) if node != self.node => {
+                    let _ = self.deleted.send(room);
+                }
+                Ok(_) => {}
+                Err(_) => log::warn!("cluster: a control event that this version cannot read"),
+            }
             return;
-        };
-        let Some(room) = self.rooms.get(tag).and_then(|r| r.upgrade()) else {
+        }
+        let Some(tag) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
             return;
         };
         let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
             return;
         };
+        if let Some(mut kept) = self.pending.get_mut(tag) {
+            if kept.len() < PENDING_MAX {
+                kept.push(text.to_owned());
+            }
+            return;
+        }
+        match self.live_room(tag) {
+            Some(room) => self.apply(&room, text),
+            None => {
+                self.pending.insert(tag.to_owned(), vec![text.to_owned()]);
+            }
+        }
+    }
+
+    fn apply(&self, room: &Arc<Room>, text: &str) {
         let Some((seq, event)) = text.split_once(' ') else {
             return;
         };
@@ -275,7 +581,7 @@ impl Cluster {
             log::warn!("cluster: an event on a room channel that this version cannot read");
             return;
         };
-        room.apply(seq, &event);
+        room.apply(seq, &event, self.node);
     }
 }
 
@@ -286,27 +592,62 @@ async fn keep_subscriptions(
     mut subscriber: ConnectionManager,
     mut requests: mpsc::UnboundedReceiver<Subscription>,
 ) {
+    let mut subscribed = std::collections::HashSet::new();
     while let Some(request) = requests.recv().await {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
         match request {
             Subscription::Subscribe(channel, done) => {
-                let result = subscriber.subscribe(&channel).await;
-                let _ = done.send(cluster.checked(result));
+                if subscribed.contains(&channel) {
+                    let _ = done.send(Ok(()));
+                    continue;
+                }
+                let result = cluster.checked(subscriber.subscribe(&channel).await);
+                if result.is_ok() {
+                    // New here: the nodes that hold the room say who is in it.
+                    if let Some(tag) = channel.strip_prefix(CHANNEL_PREFIX) {
+                        cluster.post(tag, &Event::Hello { node: cluster.node });
+                    }
+                    subscribed.insert(channel);
+                }
+                let _ = done.send(result);
             }
             Subscription::Unsubscribe(channel) => {
                 let tag = channel.strip_prefix(CHANNEL_PREFIX).unwrap_or_default();
-                if !cluster.rooms.contains_key(tag) {
-                    let _ = cluster.checked(subscriber.unsubscribe(&channel).await);
+                if !cluster.rooms.contains_key(tag)
+                    && cluster
+                        .checked(subscriber.unsubscribe(&channel).await)
+                        .is_ok()
+                {
+                    subscribed.remove(&channel);
+                    cluster.pending.remove(tag);
                 }
             }
         }
     }
 }
 
-async fn receive(cluster: Weak<Cluster>, mut incoming: mpsc::UnboundedReceiver<redis::PushInfo>) {
-    while let Some(push) = incoming.recv().await {
+/// Delivers what Redis pushes, and hands a room that went live what was kept for it: one task
+/// for both, so that a room gets its events in the order Redis published them.
+async fn receive(
+    cluster: Weak<Cluster>,
+    mut incoming: mpsc::UnboundedReceiver<redis::PushInfo>,
+    mut registrations: mpsc::UnboundedReceiver<String>,
+) {
+    loop {
+        let push = tokio::select! {
+            Some(tag) = registrations.recv() => {
+                if let Some(cluster) = cluster.upgrade() {
+                    cluster.replay(&tag);
+                }
+                continue;
+            }
+            push = incoming.recv() => match push {
+                Some(push) => push,
+                None => return,
+            },
+        };
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
@@ -327,21 +668,75 @@ async fn receive(cluster: Weak<Cluster>, mut incoming: mpsc::UnboundedReceiver<r
 /// fails: without these pings the subscriber, which sends nothing while its rooms stay the
 /// same, would stay deaf after a long outage.
 async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
+    let mut tick = 0u32;
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        let ping = redis::cmd("PING");
-        let commands = ping
-            .query_async::<String>(&mut cluster.commands.clone())
+        tick = tick.wrapping_add(1);
+        let mut beat = redis::pipe();
+        beat.set_ex(format!("{NODE_PREFIX}{}", cluster.node), 1, NODE_TTL_SECS)
+            .ignore();
+        if tick.is_multiple_of(RENEW_NAMES_EVERY) {
+            for room in cluster.rooms.iter() {
+                beat.expire(names_key(room.key()), NAMES_TTL_SECS as i64)
+                    .ignore();
+            }
+        }
+        let commands = beat.query_async::<()>(&mut cluster.commands.clone()).await;
+        let pubsub = redis::cmd("PING")
+            .query_async::<redis::Value>(&mut subscriber)
             .await;
-        let pubsub = ping.query_async::<redis::Value>(&mut subscriber).await;
         cluster.set_up(commands.is_ok() && pubsub.is_ok());
     }
 }
 
+/// Publishes and releases in the order they were posted.
+async fn send_out(
+    mut commands: ConnectionManager,
+    node: u64,
+    mut work: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let release = Script::new(RELEASE);
+    while let Some(job) = work.recv().await {
+        let result = match job {
+            Outgoing::Publish { channel, payload } => redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut commands)
+                .await
+                .map(drop),
+            Outgoing::Release { tag, field } => release
+                .key(names_key(&tag))
+                .arg(field)
+                .arg(node)
+                .invoke_async::<i64>(&mut commands)
+                .await
+                .map(drop),
+        };
+        if let Err(e) = result {
+            log::warn!("cluster: {e}");
+        }
+    }
+}
+
 const CHANNEL_PREFIX: &str = "eph:room:";
+
+/// The channel of what concerns every node (deletions).
+const CONTROL: &str = "eph:control";
+
+const NODE_PREFIX: &str = "eph:node:";
+
+fn names_key(tag: &str) -> String {
+    format!("eph:names:{tag}")
+}
+
+fn encode_control(control: &Control) -> String {
+    // unwrap: a control event holds strings and numbers.
+    #[allow(clippy::unwrap_used)]
+    serde_json::to_string(control).unwrap()
+}
 
 fn channel(tag: &str) -> String {
     format!("{CHANNEL_PREFIX}{tag}")

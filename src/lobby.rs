@@ -79,10 +79,13 @@ impl Lobby {
         self.changed();
     }
 
-    pub fn remove(&self, id: &RoomId) {
-        if self.rooms.remove(id).is_some() {
+    /// Takes a room off the list; whether it was on it.
+    pub fn remove(&self, id: &RoomId) -> bool {
+        let listed = self.rooms.remove(id).is_some();
+        if listed {
             self.changed();
         }
+        listed
     }
 
     /// A listed room's expiry moved forward after a join.

@@ -16,10 +16,10 @@ use std::{
 use crate::{
     access,
     address::AddressKey,
-    cluster::{Cluster, Event},
+    cluster::{Claim, Cluster, Event},
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
-    hub::{ConnId, Departure, Entry, MemberId, Refused, Room},
+    hub::{ConnId, Departure, Entry, MemberId, Proven, Refused, Room},
     protocol::{close, ClientFrame, ErrorCode, JoinFrame, Refusal, ServerFrame, Wire},
     ratelimit::{retry_after_ms, Bucket},
     socket::{Ended, Handler, Inbound, Incoming, Opened, Outbox},
@@ -280,6 +280,7 @@ impl JoinRequest {
             pubkey: self.pubkey.clone(),
             session: self.session.clone(),
             outbox: outbox.clone(),
+            claimed: false,
         }
     }
 }
@@ -303,21 +304,28 @@ async fn admit(
             return Err(ErrorCode::RoomNotFound.into());
         };
         let secrets = request.secrets();
-        let entry = request.entry(conn, outbox);
+        let mut entry = request.entry(conn, outbox);
         for _ in 0..JOIN_RETRIES {
             let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
-            if let Some(cluster) = &state.cluster {
-                // Without Redis, this node does not know who is in the room on the others.
-                if !cluster.is_up() {
-                    return Err(ErrorCode::ClusterUnavailable.into());
+            let claim = match &state.cluster {
+                Some(cluster) => Some(enter_cluster(state, cluster, &proven, &mut entry).await?),
+                None => None,
+            };
+            let admitted = state.hub.admit(room_id, &proven, &entry);
+            if let (Some(cluster), Err(_)) = (&state.cluster, &admitted) {
+                let tag = &proven.record().id_hash;
+                if claim == Some(Claim::New) {
+                    cluster.release_name(tag, &entry.name);
                 }
-                cluster
-                    .subscribe(&proven.record().id_hash)
-                    .await
-                    .map_err(|_| ErrorCode::ClusterUnavailable)?;
+                cluster.unsubscribe_unless_live(tag);
             }
-            match state.hub.admit(room_id, &proven, &entry) {
+            match admitted {
                 Ok(room) => {
+                    if let Some(cluster) = &state.cluster {
+                        // Another join's refusal may have let the channel go meanwhile.
+                        let _ = cluster.subscribe(&room.record.id_hash).await;
+                        tell_cluster_joined(cluster, &room, conn).await;
+                    }
                     // The room is live: a delete may take the turn now.
                     drop(proven);
                     if room.due_for_extension() {
@@ -575,9 +583,29 @@ async fn clustered(
             }
             sent
         }
+        ClientFrame::Dm { to, txn, body } => {
+            let parties = room.dm_parties(conn, to).map_err(Clustered::Refused)?;
+            let event = Event::Dm {
+                member: parties.from.0,
+                from: parties.from_name.as_str().into(),
+                to_member: parties.to.0,
+                to: parties.to_name.as_str().into(),
+                txn: txn.as_ref().into(),
+                body,
+                pubkey: parties.pubkey.as_deref().map(Into::into),
+                ts: crate::protocol::now_ms(),
+            };
+            let sent = cluster.publish_sequenced(room, &event).await;
+            if sent.is_ok() {
+                state.metrics.messages_relayed.inc();
+            }
+            sent
+        }
         ClientFrame::Unsend { seq } => {
             let (seq, by) = room.check_unsend(conn, *seq).map_err(Clustered::Refused)?;
-            cluster.publish(room, &Event::Unsent { seq, by: &by }).await
+            cluster
+                .publish(room, &Event::Unsent { seq, by: by.into() })
+                .await
         }
         _ => match presence_event(frame, author.0, &author.1) {
             Some(event) => cluster.publish(room, &event).await,
@@ -597,10 +625,56 @@ fn presence_event<'a>(
     match *frame {
         ClientFrame::Typing { active } => Some(Event::Typing {
             member,
-            from,
+            from: from.into(),
             active,
         }),
-        ClientFrame::Read { seq } => Some(Event::Read { member, from, seq }),
+        ClientFrame::Read { seq } => Some(Event::Read {
+            member,
+            from: from.into(),
+            seq,
+        }),
         _ => None,
+    }
+}
+
+/// What a join on a node of a cluster needs before the room here takes it: Redis (without it
+/// this node does not know who is in the room on the others), the room's channel (so that
+/// nothing said elsewhere after the join is missed), and the name, claimed across the cluster.
+async fn enter_cluster(
+    state: &AppState,
+    cluster: &Cluster,
+    proven: &Proven,
+    entry: &mut Entry,
+) -> Result<Claim, Refusal> {
+    let unavailable = |_| Refusal::from(ErrorCode::ClusterUnavailable);
+    if !cluster.is_up() {
+        return Err(ErrorCode::ClusterUnavailable.into());
+    }
+    let tag = &proven.record().id_hash;
+    cluster.subscribe(tag).await.map_err(unavailable)?;
+    let claim = cluster
+        .claim(tag, &entry.name, state.hub.limits().max_members)
+        .await
+        .map_err(unavailable)?;
+    match claim {
+        Claim::Taken => Err(ErrorCode::NameTaken.into()),
+        Claim::Full => Err(ErrorCode::RoomFull.into()),
+        Claim::New | Claim::Mine => {
+            entry.claimed = claim == Claim::New;
+            Ok(claim)
+        }
+    }
+}
+
+/// The other nodes learn of a member who joined (or came back) here before anything it says.
+async fn tell_cluster_joined(cluster: &Cluster, room: &Room, conn: ConnId) {
+    if let Some(peer) = room.peer(conn) {
+        let event = Event::Joined {
+            node: cluster.node(),
+            peer,
+        };
+        if let Err(e) = cluster.publish(room, &event).await {
+            log::warn!("cluster: a join not told to the other nodes: {e}");
+        }
     }
 }

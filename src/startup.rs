@@ -159,12 +159,14 @@ impl Application {
         }
         let cpus = Config::cpus();
         let metrics = Metrics::new();
-        let cluster = match &config.redis_url {
-            Some(url) => Some(Cluster::connect(url, metrics.cluster_up.clone()).await?),
-            None => None,
-        };
         let store = open_store(&config).await?;
         let pepper = Pepper::load_or_create(config.pepper.as_deref(), &config.data_dir)?;
+        let cluster = match &config.redis_url {
+            Some(url) => {
+                Some(Cluster::connect(url, pepper.clone(), metrics.cluster_up.clone()).await?)
+            }
+            None => None,
+        };
         let threads = if config.hash_threads == 0 {
             cpus
         } else {
@@ -234,6 +236,14 @@ impl Application {
             config: Arc::new(config),
         };
         spawn_housekeeping(&state);
+        if let Some(mut deletions) = state.cluster.as_ref().and_then(|c| c.deletions()) {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Some(deleted) = deletions.recv().await {
+                    crate::access::deleted_elsewhere(&state, &deleted).await;
+                }
+            });
+        }
 
         let data = web::Data::new(state.clone());
         let static_dir = state.config.static_dir.clone();

@@ -65,6 +65,15 @@ impl Pepper {
         hex(&self.mac(b"ephemera/room-id\0", room_id.as_ref().as_bytes()))
     }
 
+    /// How a member's name appears in the cluster's Redis: keyed, per room, so that the claim
+    /// on a name is unique without the name (or a hash anyone could compute) being there.
+    pub fn name_tag(&self, room_hash: &str, name_key: &str) -> String {
+        let mut domain = b"ephemera/cluster-name\0".to_vec();
+        domain.extend_from_slice(room_hash.as_bytes());
+        domain.push(0);
+        hex(&self.mac(&domain, name_key.as_bytes()))
+    }
+
     /// A keyed digest of a secret that argon2 has already accepted, kept in memory so the next
     /// member presenting the same proof costs an HMAC, not an argon2 run. It is bound to the
     /// stored hash it was checked against (whose salt is fresh at every creation), so a check of
@@ -301,6 +310,12 @@ impl Credentials {
         let deleted = self.timed("delete", self.store.delete(&id_hash)).await?;
         self.verifiers.forget(&id_hash);
         Ok(deleted)
+    }
+
+    /// Another node of the cluster deleted the room `id_hash`: what this node had accepted for
+    /// it proves nothing any more.
+    pub fn forget(&self, id_hash: &str) {
+        self.verifiers.forget(id_hash);
     }
 
     pub async fn listed(&self) -> Result<Vec<ListedRoom>, StoreError> {

@@ -37,6 +37,9 @@ pub struct Entry {
     pub pubkey: Option<PublicKey>,
     pub session: Option<SessionToken>,
     pub outbox: Outbox,
+    /// In cluster mode: the cluster gave this name to this join, so another node's member
+    /// listed under it here is one that node has let go (or that died with its node).
+    pub claimed: bool,
 }
 
 /// Why the hub refused a proven join.
@@ -288,6 +291,7 @@ mod tests {
             pubkey: None,
             session: None,
             outbox: outbox.clone(),
+            claimed: false,
         };
         (entry, outbox)
     }

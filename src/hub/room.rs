@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use super::{Entry, Refused, Registry};
 use crate::{
     bot,
-    cluster::Event,
+    cluster::{Cluster, Event},
     credentials::RoomRecord,
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame, Wire},
@@ -108,9 +108,11 @@ pub(super) struct RoomState {
     members: Vec<Member>,
     /// Where each socket's member is in `members`.
     by_conn: HashMap<ConnId, usize>,
-    /// Where each member is, by name key in name order: name lookups, and the member list's
-    /// pages, are walks of this map.
-    by_name: BTreeMap<Box<str>, usize>,
+    /// In cluster mode, the members other nodes hold, as they announced them.
+    remote: Vec<Remote>,
+    /// Where each member is, here or on another node, by name key in name order: name lookups,
+    /// and the member list's pages, are walks of this map.
+    by_name: BTreeMap<Box<str>, Slot>,
     next_seq: u64,
     /// `sent[i]` is `seq` number `first_seq + i`; `None` once unsent.
     sent: VecDeque<Option<Sent>>,
@@ -129,6 +131,34 @@ pub(super) struct RoomState {
     joined: usize,
     left: usize,
     summary_due: bool,
+}
+
+mod peers;
+
+/// A member another node of the cluster holds.
+struct Remote {
+    id: MemberId,
+    node: u64,
+    name: MemberName,
+    admin: bool,
+    pubkey: Option<PublicKey>,
+}
+
+impl Remote {
+    fn view(&self) -> MemberView<'_> {
+        MemberView {
+            name: self.name.as_ref().into(),
+            admin: self.admin,
+            pubkey: self.pubkey.as_ref().map(|k| k.as_ref().into()),
+        }
+    }
+}
+
+/// Where a member is: `members[i]` here, or `remote[i]` on another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Local(usize),
+    Remote(usize),
 }
 
 /// A page of the member list, encoded.
@@ -151,11 +181,21 @@ impl RoomState {
         self.by_conn.get(&conn).map(|&i| &self.members[i])
     }
 
+    /// Everyone in the room, on every node.
+    fn count(&self) -> usize {
+        self.members.len() + self.remote.len()
+    }
+
+    fn slot(&self, name: &str) -> Option<Slot> {
+        let key = MemberName::parse(name).ok()?;
+        self.by_name.get(key.key()).copied()
+    }
+
     fn insert(&mut self, member: Member) -> usize {
         let index = self.members.len();
         let key: Box<str> = member.name.key().into();
         self.by_conn.insert(member.conn, index);
-        self.by_name.insert(key.clone(), index);
+        self.by_name.insert(key.clone(), Slot::Local(index));
         self.members.push(member);
         self.roster_changed(&key);
         index
@@ -168,11 +208,48 @@ impl RoomState {
         if let Some(moved) = self.members.get(index) {
             self.by_conn.insert(moved.conn, index);
             if let Some(slot) = self.by_name.get_mut(moved.name.key()) {
-                *slot = index;
+                *slot = Slot::Local(index);
             }
         }
         self.roster_changed(gone.name.key());
         gone
+    }
+
+    /// A member another node announced; one that was there under the same name is replaced.
+    /// `false` when the name is a member's here (the cluster's claim on names rules that out
+    /// but for a member this node has not let go yet).
+    fn insert_remote(&mut self, remote: Remote) -> bool {
+        let key: Box<str> = remote.name.key().into();
+        match self.by_name.get(&key).copied() {
+            Some(Slot::Local(_)) => return false,
+            Some(Slot::Remote(i)) => self.remote[i] = remote,
+            None => {
+                self.by_name
+                    .insert(key.clone(), Slot::Remote(self.remote.len()));
+                self.remote.push(remote);
+            }
+        }
+        self.roster_changed(&key);
+        true
+    }
+
+    fn remove_remote(&mut self, index: usize) -> Remote {
+        let gone = self.remote.swap_remove(index);
+        self.by_name.remove(gone.name.key());
+        if let Some(moved) = self.remote.get(index) {
+            if let Some(slot) = self.by_name.get_mut(moved.name.key()) {
+                *slot = Slot::Remote(index);
+            }
+        }
+        self.roster_changed(gone.name.key());
+        gone
+    }
+
+    fn view(&self, slot: Slot) -> MemberView<'_> {
+        match slot {
+            Slot::Local(i) => self.members[i].view(),
+            Slot::Remote(i) => self.remote[i].view(),
+        }
     }
 
     fn by_id(&self, id: MemberId) -> Option<&Member> {
@@ -194,7 +271,7 @@ impl RoomState {
 
     /// Page `page` of the member list as JSON, encoded now if it changed since it last was.
     pub(super) fn page_json(&mut self, page: usize, size: usize) -> Arc<RawValue> {
-        if page >= self.members.len().div_ceil(size).max(1) {
+        if page >= self.count().div_ceil(size).max(1) {
             // Past the last page: empty, and no walk of the list (nor a cache slot) finds that.
             return raw_json::<[MemberView<'_>]>(&[]);
         }
@@ -210,9 +287,9 @@ impl RoomState {
             .iter()
             .skip(page * size)
             .take(size)
-            .map(|(key, &i)| {
+            .map(|(key, &slot)| {
                 last = Some(key);
-                self.members[i].view()
+                self.view(slot)
             })
             .collect();
         let full_to = last.filter(|_| views.len() == size).cloned();
@@ -225,7 +302,7 @@ impl RoomState {
     }
 
     fn page_frame(&mut self, page: usize, size: usize) -> ByteString {
-        let total = self.members.len();
+        let total = self.count();
         let members = self.page_json(page, size);
         ServerFrame::Members {
             members: &members,
@@ -350,6 +427,7 @@ impl Room {
             state: Mutex::new(RoomState {
                 members: Vec::new(),
                 by_conn: HashMap::new(),
+                remote: Vec::new(),
                 by_name: BTreeMap::new(),
                 next_seq: 1,
                 sent: VecDeque::new(),
@@ -369,6 +447,34 @@ impl Room {
         self.presence.crowd > 0 && count > self.presence.crowd
     }
 
+    /// The cluster this node belongs to, if it does.
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.registry.upgrade().and_then(|r| r.cluster.clone())
+    }
+
+    /// Publishes an event of this room for the other nodes, in the order of the calls.
+    fn tell_others(&self, event: &Event<'_>) {
+        if let Some(cluster) = self.cluster() {
+            cluster.post(&self.record.id_hash, event);
+        }
+    }
+
+    /// A member here is gone: the other nodes drop it, and its name is free in the cluster.
+    fn tell_others_gone(&self, id: MemberId, name: &MemberName, kicked_by: Option<&str>) {
+        if let Some(cluster) = self.cluster() {
+            cluster.post(
+                &self.record.id_hash,
+                &Event::Left {
+                    node: cluster.node(),
+                    member: id.0,
+                    name: name.as_ref().into(),
+                    kicked_by: kicked_by.map(Into::into),
+                },
+            );
+            cluster.release_name(&self.record.id_hash, name);
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, RoomState> {
         // A panic while holding the lock would be a bug in this module; the state is still
         // consistent enough to keep relaying, so recover the guard rather than poisoning the room.
@@ -376,7 +482,7 @@ impl Room {
     }
 
     pub fn member_count(&self) -> usize {
-        self.lock().members.len()
+        self.lock().count()
     }
 
     /// Adds a member, or quietly moves a member to a new socket when `session` matches its
@@ -388,7 +494,15 @@ impl Room {
             return Err(Refused::Gone);
         }
         let token = SessionToken::random();
-        let existing = state.by_name.get(entry.name.key()).copied();
+        let existing = match state.by_name.get(entry.name.key()).copied() {
+            Some(Slot::Remote(i)) if entry.claimed => {
+                state.remove_remote(i);
+                None
+            }
+            Some(Slot::Remote(_)) => return Err(Refused::Code(ErrorCode::NameTaken)),
+            Some(Slot::Local(i)) => Some(i),
+            None => None,
+        };
         let (index, fresh) = match existing {
             Some(i) => {
                 let resumes = entry
@@ -417,7 +531,7 @@ impl Room {
             }
             None => {
                 let max = self.limits.max_members;
-                if max > 0 && state.members.len() >= max {
+                if max > 0 && state.count() >= max {
                     return Err(Refused::Code(ErrorCode::RoomFull));
                 }
                 let index = state.insert(Member {
@@ -433,7 +547,7 @@ impl Room {
                 (index, true)
             }
         };
-        let count = state.members.len();
+        let count = state.count();
         let first_page = state.page_json(0, self.presence.page_size());
         let me = &state.members[index];
         let (id, conn) = (me.id, me.conn);
@@ -479,16 +593,22 @@ impl Room {
             }
             return;
         }
-        let was_crowd = self.crowd(state.members.len());
+        let was_crowd = self.crowd(state.count());
         let gone = state.remove(index);
+        self.tell_others_gone(gone.id, &gone.name, None);
+        self.announce_left(&mut state, gone.name.as_ref(), was_crowd);
+        self.close_if_empty(&mut state);
+    }
+
+    /// Tells the members here that `name` left: in a crowd, counted into the next summary.
+    fn announce_left(self: &Arc<Self>, state: &mut RoomState, name: &str, was_crowd: bool) {
         if was_crowd {
             state.left += 1;
-            self.summarise(&mut state);
+            self.summarise(state);
         } else {
-            let notice = bot::left(gone.name.as_ref(), state.members.len());
-            self.announce(&mut state, &notice, None);
+            let notice = bot::left(name, state.count());
+            self.announce(state, &notice, None);
         }
-        self.close_if_empty(&mut state);
     }
 
     /// `kick`: admins only. The target gets `kicked` and close 4403; the others hear it from
@@ -500,23 +620,33 @@ impl Room {
             return Err(ErrorCode::Forbidden);
         }
         let by_name = admin.name.as_ref().to_owned();
-        let key = MemberName::parse(target).map_err(|_| ErrorCode::NoSuchMember)?;
-        let index = *state
-            .by_name
-            .get(key.key())
-            .ok_or(ErrorCode::NoSuchMember)?;
-        let gone = state.remove(index);
-        let _ = gone.outbox.push(
-            &ServerFrame::Kicked {
-                by: by_name.as_str().into(),
+        match state.slot(target).ok_or(ErrorCode::NoSuchMember)? {
+            Slot::Local(index) => self.remove_kicked(&mut state, index, &by_name),
+            // The target's node carries it out, and tells every node.
+            Slot::Remote(index) => {
+                let target = &state.remote[index];
+                self.tell_others(&Event::Kick {
+                    node: target.node,
+                    name: target.name.as_ref().into(),
+                    by: by_name.as_str().into(),
+                });
             }
-            .wire(),
-        );
-        gone.outbox.close(close::KICKED, "kicked");
-        let notice = bot::kicked(gone.name.as_ref(), &by_name, state.members.len());
-        self.announce(&mut state, &notice, None);
-        self.close_if_empty(&mut state);
+        }
         Ok(())
+    }
+
+    /// Removes a member here for a kick by `by`: it gets `kicked` and close 4403, the others
+    /// (on every node) hear it from the bot.
+    fn remove_kicked(self: &Arc<Self>, state: &mut RoomState, index: usize, by: &str) {
+        let gone = state.remove(index);
+        let _ = gone
+            .outbox
+            .push(&ServerFrame::Kicked { by: by.into() }.wire());
+        gone.outbox.close(close::KICKED, "kicked");
+        self.tell_others_gone(gone.id, &gone.name, Some(by));
+        let notice = bot::kicked(gone.name.as_ref(), by, state.count());
+        self.announce(state, &notice, None);
+        self.close_if_empty(state);
     }
 
     /// The one way a room ends without a delete: once its last member is gone (or a join that
@@ -594,7 +724,7 @@ impl Room {
         if state.closed || joined + left == 0 {
             return;
         }
-        let frame = bot::summary(joined, left, state.members.len());
+        let frame = bot::summary(joined, left, state.count());
         state.deliver(&frame, None);
     }
 
@@ -657,10 +787,9 @@ impl Room {
     ) -> Result<Relayed, ErrorCode> {
         let mut state = self.lock();
         let from = *state.by_conn.get(&conn).ok_or(ErrorCode::Forbidden)?;
-        let to = MemberName::parse(to)
-            .ok()
-            .and_then(|name| state.by_name.get(name.key()).copied())
-            .ok_or(ErrorCode::NoSuchMember)?;
+        let Some(Slot::Local(to)) = state.slot(to) else {
+            return Err(ErrorCode::NoSuchMember);
+        };
         let (author, target) = (state.members[from].id, state.members[to].id);
         let seq = state.next_seq(Sent {
             author,
@@ -778,61 +907,6 @@ impl Room {
         self.lock()
             .member(conn)
             .map(|m| (m.id, m.name.as_ref().to_owned()))
-    }
-
-    /// An event of this room from the cluster (this node's own included): delivered to the
-    /// members here as it would have been on one node, `seq` as the cluster assigned it.
-    pub fn apply(&self, seq: u64, event: &Event<'_>) {
-        let mut state = self.lock();
-        match *event {
-            Event::Message {
-                member,
-                from,
-                txn,
-                body,
-                ts,
-            } => {
-                state.record_seq(
-                    seq,
-                    Sent {
-                        author: MemberId(member),
-                        dm_to: None,
-                    },
-                );
-                let frame = ServerFrame::Message {
-                    seq,
-                    ts,
-                    from: from.into(),
-                    txn: txn.into(),
-                    body,
-                }
-                .wire();
-                state.deliver(&frame, None);
-            }
-            Event::Typing {
-                member,
-                from,
-                active,
-            } => {
-                let frame = ServerFrame::Typing {
-                    from: from.into(),
-                    active,
-                }
-                .wire();
-                let sender = state.conn_of(MemberId(member));
-                state.deliver(&frame, sender);
-            }
-            Event::Read { member, from, seq } => {
-                let frame = ServerFrame::Read {
-                    from: from.into(),
-                    seq,
-                }
-                .wire();
-                let sender = state.conn_of(MemberId(member));
-                state.deliver(&frame, sender);
-            }
-            Event::Unsent { seq, by } => Self::take_back(&mut state, seq, by),
-        }
     }
 
     /// The `members` answer: page `page` (0 by default), or the page that holds `name`; the same

@@ -159,3 +159,150 @@ async fn a_redis_outage_keeps_each_node_serving_its_own_and_heals() {
         assert_eq!(alice.recv_type("message").await["txn"], txn);
     }
 }
+
+/// Whether `ws`, just joined, knows `name`: from its `welcome`, or from the `members` list the
+/// node sends when the other nodes' roster arrives after the welcome.
+async fn knows(ws: &mut crate::helpers::Ws, welcome: &serde_json::Value, name: &str) -> bool {
+    let listed =
+        |list: &serde_json::Value| list.as_array().unwrap().iter().any(|m| m["name"] == name);
+    listed(&welcome["members"]) || listed(&ws.recv_type("members").await["members"])
+}
+
+/// Presence covers every node: lists, counts and notices; a name taken on one node is taken on
+/// the other; DMs reach their recipient on whichever node it is; an admin on one node kicks a
+/// member on the other; `max_members` counts the whole room.
+#[tokio::test]
+async fn presence_dms_and_kicks_cover_both_nodes() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let (uri, url) = (mongo.uri.clone(), redis.url.clone());
+    let node = |max: usize| {
+        let (uri, url) = (uri.clone(), url.clone());
+        crate::helpers::spawn_app_with(move |c| {
+            c.mongodb_uri = Some(uri);
+            c.mongodb_db = "cluster_presence".into();
+            c.redis_url = Some(url);
+            c.max_members = max;
+        })
+    };
+    let a = node(3).await;
+    let b = node(3).await;
+    let room = a.room().await;
+    let key = ephemera_protocol::crypto::DmKeys::generate().public_b64();
+    let (mut alice, _) = a
+        .join_with(&room, json!({ "name": "alice", "pubkey": key }))
+        .await;
+    let (mut bob, welcome) = b.join(&room, "bob").await;
+    assert!(knows(&mut bob, &welcome, "alice").await, "{welcome}");
+    let notice = alice.recv_type("bot").await;
+    assert_eq!(
+        (notice["event"].as_str(), notice["members"].as_u64()),
+        (Some("join"), Some(2)),
+        "{notice}"
+    );
+    assert_eq!(notice["member"]["name"], "bob");
+    alice.send_json(&json!({ "type": "members" })).await;
+    let list = alice.recv_type("members").await;
+    assert_eq!(list["total"], 2, "{list}");
+
+    // A name taken on A is taken on B, whatever its spelling.
+    let mut other = b.connect(&room.id).await;
+    other
+        .send_json(&json!({ "type": "join", "auth": room.auth, "name": "ALICE" }))
+        .await;
+    other.refused("name_taken", 4409).await;
+
+    // A DM from A to B, and its echo; its seq is the room's.
+    alice
+        .send_json(&json!({ "type": "dm", "to": "bob", "txn": "d1", "body": { "ct": "x" } }))
+        .await;
+    let dm = bob.recv_type("dm").await;
+    assert_eq!(
+        (dm["from"].as_str(), dm["to"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+    assert_eq!(dm["pubkey"], key.as_str());
+    let echo = alice.recv_type("dm").await;
+    assert_eq!(echo["seq"], dm["seq"]);
+    bob.send_json(&json!({ "type": "send", "txn": "m", "body": { "n": 1 } }))
+        .await;
+    assert_eq!(
+        alice.recv_type("message").await["seq"].as_u64(),
+        dm["seq"].as_u64().map(|s| s + 1)
+    );
+
+    // The room holds 3: a third member on B fills it, a fourth on A is refused.
+    let (mut admin, _) = b.join_admin(&room, "carol").await;
+    let mut fourth = a.connect(&room.id).await;
+    fourth
+        .send_json(&json!({ "type": "join", "auth": room.auth, "name": "dave" }))
+        .await;
+    fourth.refused("room_full", 4503).await;
+
+    // Carol (admin, on B) removes alice (on A).
+    admin
+        .send_json(&json!({ "type": "kick", "name": "alice" }))
+        .await;
+    let (code, frames) = alice.closed().await;
+    assert_eq!(code, 4403, "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "kicked" && f["by"] == "carol"),
+        "{frames:?}"
+    );
+    let told = bob.recv_type("bot").await;
+    let told = if told["event"] == "join" {
+        bob.recv_type("bot").await
+    } else {
+        told
+    };
+    assert_eq!(
+        (told["event"].as_str(), told["name"].as_str()),
+        (Some("kick"), Some("alice")),
+        "{told}"
+    );
+
+    // Her name is free again, on either node.
+    let (_alice_again, _) = b.join(&room, "alice").await;
+}
+
+/// A room deleted through node B closes its members on node A with 4410 at once, and A lets
+/// no one back in, not even with a proof it had accepted before.
+#[tokio::test]
+async fn a_deletion_on_one_node_closes_the_room_on_every_node() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, "cluster_delete").await;
+    let b = spawn_node(&mongo, &redis, "cluster_delete").await;
+    let room = a
+        .room_with(json!({ "listed": true, "title": "Doomed" }))
+        .await;
+    let (mut alice, _) = a.join(&room, "alice").await;
+    let (mut bob, _) = b.join(&room, "bob").await;
+    let started = std::time::Instant::now();
+    let response = b
+        .delete_room(&room.id, crate::helpers::ADMIN_PASSWORD)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    for ws in [&mut alice, &mut bob] {
+        let (code, frames) = ws.closed().await;
+        assert_eq!(code, 4410, "{frames:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut again = a.connect(&room.id).await;
+    again
+        .send_json(&json!({ "type": "join", "auth": room.auth, "name": "alice" }))
+        .await;
+    again.refused("room_not_found", 4404).await;
+    let listed: serde_json::Value = a.get("/api/rooms").await.json().await.unwrap();
+    assert!(!listed.to_string().contains("Doomed"), "{listed}");
+    assert!(
+        !redis.dump().contains("eph:names"),
+        "the room's keys are gone"
+    );
+}

@@ -1,0 +1,252 @@
+//! A room's side of cluster mode: the events of the other nodes (and this node's own, which
+//! come back from Redis like everyone's) applied to the room here, and the other nodes' members
+//! kept beside this node's, so that lists, counts, names and DMs cover the whole room.
+
+use std::sync::Arc;
+
+use super::{Remote, Room, RoomState, Sent, Slot};
+use crate::{
+    bot,
+    cluster::{Event, Peer},
+    domain::{MemberName, PublicKey},
+    hub::{ConnId, MemberId},
+    protocol::{ErrorCode, ServerFrame, Wire},
+};
+
+/// The two parties of a DM, as the event that carries it names them.
+pub struct DmParties {
+    pub from: MemberId,
+    pub from_name: String,
+    pub pubkey: Option<String>,
+    pub to: MemberId,
+    pub to_name: String,
+}
+
+impl Peer<'_> {
+    fn remote(&self, node: u64) -> Option<Remote> {
+        Some(Remote {
+            id: MemberId(self.member),
+            node,
+            name: MemberName::parse(&self.name).ok()?,
+            admin: self.admin,
+            pubkey: match &self.pubkey {
+                Some(key) => Some(PublicKey::parse(key).ok()?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl Room {
+    /// The member on `conn` as the other nodes are told of it.
+    pub fn peer(&self, conn: ConnId) -> Option<Peer<'static>> {
+        let state = self.lock();
+        let me = state.member(conn)?;
+        Some(Peer {
+            member: me.id.0,
+            name: me.name.as_ref().to_owned().into(),
+            admin: me.admin,
+            pubkey: me.pubkey.as_ref().map(|k| k.as_ref().to_owned().into()),
+        })
+    }
+
+    /// Who a DM from `conn` to `to` goes between, wherever the recipient is.
+    pub fn dm_parties(&self, conn: ConnId, to: &str) -> Result<DmParties, ErrorCode> {
+        let state = self.lock();
+        let me = state.member(conn).ok_or(ErrorCode::Forbidden)?;
+        let (to, to_name) = match state.slot(to).ok_or(ErrorCode::NoSuchMember)? {
+            Slot::Local(i) => (state.members[i].id, state.members[i].name.as_ref()),
+            Slot::Remote(i) => (state.remote[i].id, state.remote[i].name.as_ref()),
+        };
+        Ok(DmParties {
+            from: me.id,
+            from_name: me.name.as_ref().to_owned(),
+            pubkey: me.pubkey.as_ref().map(|k| k.as_ref().to_owned()),
+            to,
+            to_name: to_name.to_owned(),
+        })
+    }
+
+    /// An event of this room from the cluster: delivered to the members here as it would have
+    /// been on one node, `seq` as the cluster assigned it. `me` is this node: its own presence
+    /// events come back too, and change nothing.
+    pub fn apply(self: &Arc<Self>, seq: u64, event: &Event<'_>, me: u64) {
+        let mut state = self.lock();
+        match event {
+            Event::Message {
+                member,
+                from,
+                txn,
+                body,
+                ts,
+            } => {
+                state.record_seq(
+                    seq,
+                    Sent {
+                        author: MemberId(*member),
+                        dm_to: None,
+                    },
+                );
+                let frame = ServerFrame::Message {
+                    seq,
+                    ts: *ts,
+                    from: from.clone(),
+                    txn: txn.clone(),
+                    body,
+                }
+                .wire();
+                state.deliver(&frame, None);
+            }
+            Event::Dm {
+                member,
+                from,
+                to_member,
+                to,
+                txn,
+                body,
+                pubkey,
+                ts,
+            } => {
+                let (author, target) = (MemberId(*member), MemberId(*to_member));
+                state.record_seq(
+                    seq,
+                    Sent {
+                        author,
+                        dm_to: Some(target),
+                    },
+                );
+                let frame = ServerFrame::Dm {
+                    seq,
+                    ts: *ts,
+                    from: from.clone(),
+                    to: to.clone(),
+                    txn: txn.clone(),
+                    body,
+                    pubkey: pubkey.clone(),
+                }
+                .wire();
+                for party in [Some(author), (author != target).then_some(target)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| state.by_id(id))
+                {
+                    let _ = party.outbox.push(&frame);
+                }
+            }
+            Event::Typing {
+                member,
+                from,
+                active,
+            } => {
+                let frame = ServerFrame::Typing {
+                    from: from.clone(),
+                    active: *active,
+                }
+                .wire();
+                let sender = state.conn_of(MemberId(*member));
+                state.deliver(&frame, sender);
+            }
+            Event::Read { member, from, seq } => {
+                let frame = ServerFrame::Read {
+                    from: from.clone(),
+                    seq: *seq,
+                }
+                .wire();
+                let sender = state.conn_of(MemberId(*member));
+                state.deliver(&frame, sender);
+            }
+            Event::Unsent { seq, by } => Self::take_back(&mut state, *seq, by),
+            Event::Joined { node, .. } | Event::Left { node, .. } | Event::Roster { node, .. }
+                if *node == me => {}
+            Event::Joined { node, peer } => self.peer_joined(&mut state, *node, peer),
+            Event::Left {
+                member,
+                name,
+                kicked_by,
+                ..
+            } => self.peer_left(&mut state, MemberId(*member), name, kicked_by.as_deref()),
+            Event::Hello { node } if *node != me => {
+                let members = state
+                    .members
+                    .iter()
+                    .map(|m| Peer {
+                        member: m.id.0,
+                        name: m.name.as_ref().into(),
+                        admin: m.admin,
+                        pubkey: m.pubkey.as_ref().map(|k| k.as_ref().into()),
+                    })
+                    .collect();
+                self.tell_others(&Event::Roster { node: me, members });
+            }
+            Event::Hello { .. } => {}
+            Event::Roster { node, members } => {
+                let added = members
+                    .iter()
+                    .filter_map(|peer| peer.remote(*node))
+                    .filter(|remote| !state.by_name.contains_key(remote.name.key()))
+                    .collect::<Vec<_>>();
+                if !added.is_empty() {
+                    for remote in added {
+                        state.insert_remote(remote);
+                    }
+                    // Those who joined here before the roster came have an incomplete list.
+                    let frame = state.page_frame(0, self.presence.page_size());
+                    state.deliver(&frame, None);
+                }
+            }
+            Event::Kick { node, name, by } => {
+                if *node == me {
+                    if let Some(Slot::Local(index)) = state.slot(name) {
+                        self.remove_kicked(&mut state, index, by);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Another node's member joined (or came back): the members here hear it as they would a
+    /// join here.
+    fn peer_joined(self: &Arc<Self>, state: &mut RoomState, node: u64, peer: &Peer<'_>) {
+        let Some(remote) = peer.remote(node) else {
+            return;
+        };
+        let fresh = !state.by_name.contains_key(remote.name.key());
+        let view = remote.view().into_owned();
+        if !state.insert_remote(remote) || !fresh {
+            return;
+        }
+        let count = state.count();
+        if self.crowd(count) {
+            state.joined += 1;
+            self.summarise(state);
+        } else {
+            let notice = bot::joined(view, count);
+            self.announce(state, &notice, None);
+        }
+    }
+
+    /// Another node's member left, or was kicked there.
+    fn peer_left(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        member: MemberId,
+        name: &str,
+        kicked_by: Option<&str>,
+    ) {
+        let Some(Slot::Remote(index)) = state.slot(name) else {
+            return;
+        };
+        if state.remote[index].id != member {
+            return;
+        }
+        let was_crowd = self.crowd(state.count());
+        let gone = state.remove_remote(index);
+        match kicked_by {
+            Some(by) => {
+                let notice = bot::kicked(gone.name.as_ref(), by, state.count());
+                self.announce(state, &notice, None);
+            }
+            None => self.announce_left(state, gone.name.as_ref(), was_crowd),
+        }
+    }
+}
