@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     credentials::Pepper,
-    domain::{MemberName, RoomId},
+    domain::{MemberName, RoomId, SessionToken},
     hub::{MemberId, Room},
 };
 
@@ -56,32 +56,48 @@ redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
 return seq
 ";
 
-/// Claims a member's name in a room, across the cluster: `new` (the name is the caller's now),
-/// `mine` (a member of the caller's node holds it), `taken` (a member of a live node holds it)
-/// or `full` (`ARGV[3]` members already, 0 for no cap). A name held by a node whose heartbeat
-/// key is gone is free.
+/// Claims a member's name in a room, across the cluster. A claim is `node:session` (`session`
+/// the keyed digest of the holder's token). The answer: `mine` (a member of the caller's node
+/// holds it: the room there decides), `moved` (another node's member, and the caller shows its
+/// token: the name moves to the caller), `taken` (a member of a live node holds it), `full`
+/// (`ARGV[4]` members already, 0 for no cap) or `new`. A name held by a node whose heartbeat key
+/// is gone is free.
 const CLAIM: &str = r"
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+local owner, session
+if held then
+  owner, session = string.match(held, '^([^:]*):(.*)$')
+end
 if owner == ARGV[2] then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
   return 'mine'
 end
-if owner and redis.call('EXISTS', ARGV[5] .. owner) == 1 then
-  return 'taken'
+local answer = 'new'
+if owner and redis.call('EXISTS', ARGV[6] .. owner) == 1 then
+  if ARGV[7] == '' or session ~= ARGV[7] then
+    return 'taken'
+  end
+  answer = 'moved'
 end
-local max = tonumber(ARGV[3])
-if not owner and max > 0 and redis.call('HLEN', KEYS[1]) >= max then
+local max = tonumber(ARGV[4])
+if not held and max > 0 and redis.call('HLEN', KEYS[1]) >= max then
   return 'full'
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return 'new'
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return answer
 ";
 
-/// Lets a name go, if the caller's node still holds it.
+/// Lets a name go (`ARGV[3]` empty), or gives it the holder's new session digest, if the
+/// caller's node still holds it.
 const RELEASE: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and string.match(held, '^([^:]*)') == ARGV[2] then
+  if ARGV[3] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  else
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+  end
 end
 return 0
 ";
@@ -224,6 +240,8 @@ pub struct Deleted {
 pub enum Claim {
     /// The name is this join's now.
     New,
+    /// Another node's member held it, and this join showed its `session` token: it moves here.
+    Moved,
     /// A member on this node holds it: the room decides (a resume, or `name_taken`).
     Mine,
     Taken,
@@ -232,8 +250,17 @@ pub enum Claim {
 
 /// Work for Redis that must go out in the order it was asked for, from code that cannot wait.
 enum Outgoing {
-    Publish { channel: String, payload: String },
-    Release { tag: String, field: String },
+    Publish {
+        channel: String,
+        payload: String,
+    },
+    /// A claim goes (`session` empty) or takes a new session digest, if `node` still holds it.
+    Release {
+        tag: String,
+        field: String,
+        node: u64,
+        session: String,
+    },
 }
 
 enum Subscription {
@@ -322,7 +349,7 @@ impl Cluster {
             requests,
         ));
         tokio::spawn(receive(Arc::downgrade(&cluster), incoming, registrations));
-        tokio::spawn(send_out(cluster.commands.clone(), cluster.node, to_send));
+        tokio::spawn(send_out(cluster.commands.clone(), to_send));
         subscribed.await.unwrap_or(Ok(()))?;
         // Alive before the first join: a claim checks its owner's heartbeat.
         redis::cmd("SET")
@@ -352,11 +379,14 @@ impl Cluster {
         });
     }
 
-    /// Claims `name` in the room `tag` for a join on this node; `max` members at most (0: any).
+    /// Claims `name` in the room `tag` for a join on this node that will hold `token`, showing
+    /// the token it came with (`session`, if any); `max` members at most (0: any).
     pub async fn claim(
         &self,
         tag: &str,
         name: &MemberName,
+        token: &SessionToken,
+        session: Option<&SessionToken>,
         max: usize,
     ) -> Result<Claim, ClusterError> {
         let answer = self
@@ -364,25 +394,94 @@ impl Cluster {
             .key(names_key(tag))
             .arg(self.pepper.name_tag(tag, name.key()))
             .arg(self.node)
+            .arg(self.pepper.session_tag(&token.encode()))
             .arg(max)
             .arg(NAMES_TTL_SECS)
             .arg(NODE_PREFIX)
+            .arg(session.map_or_else(String::new, |s| self.pepper.session_tag(&s.encode())))
             .invoke_async::<String>(&mut self.commands.clone())
             .await;
         Ok(match self.checked(answer)?.as_str() {
             "mine" => Claim::Mine,
+            "moved" => Claim::Moved,
             "taken" => Claim::Taken,
             "full" => Claim::Full,
             _ => Claim::New,
         })
     }
 
-    /// Lets `name` go in the room `tag`, after what was posted before.
-    pub fn release_name(&self, tag: &str, name: &MemberName) {
+    /// The member holding `name` here has a new token: its claim carries it.
+    pub fn renew_claim(&self, tag: &str, name: &MemberName, token: &SessionToken) {
         let _ = self.outgoing.send(Outgoing::Release {
             tag: tag.to_owned(),
             field: self.pepper.name_tag(tag, name.key()),
+            node: self.node,
+            session: self.pepper.session_tag(&token.encode()),
         });
+    }
+
+    /// Lets `name` go in the room `tag`, after what was posted before.
+    pub fn release_name(&self, tag: &str, name: &MemberName) {
+        self.release_for(tag, name, self.node);
+    }
+
+    fn release_for(&self, tag: &str, name: &MemberName, node: u64) {
+        let _ = self.outgoing.send(Outgoing::Release {
+            tag: tag.to_owned(),
+            field: self.pepper.name_tag(tag, name.key()),
+            node,
+            session: String::new(),
+        });
+    }
+
+    fn live_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.iter().filter_map(|r| r.upgrade()).collect()
+    }
+
+    /// Finds the nodes whose members are listed here and whose heartbeat has lapsed, and
+    /// drops their members (the others hear them leave) and their claims.
+    async fn drop_dead_nodes(&self) -> redis::RedisResult<()> {
+        let rooms = self.live_rooms();
+        let mut nodes: Vec<u64> = rooms.iter().flat_map(|r| r.remote_nodes()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let mut alive = redis::pipe();
+        for node in &nodes {
+            alive.exists(format!("{NODE_PREFIX}{node}"));
+        }
+        let answers: Vec<bool> = alive.query_async(&mut self.commands.clone()).await?;
+        for (node, _) in nodes.iter().zip(answers).filter(|(_, alive)| !alive) {
+            log::warn!("cluster: a node stopped beating; its members leave");
+            for room in &rooms {
+                for name in room.drop_node(*node) {
+                    self.release_for(&room.record.id_hash, &name, *node);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Back after an outage: this node's members claim their names again, and every node hears
+    /// who is here and says who it has.
+    async fn rejoin(&self) {
+        for room in self.live_rooms() {
+            let tag = &room.record.id_hash;
+            for (name, token) in room.local_claims() {
+                match self.claim(tag, &name, &token, Some(&token), 0).await {
+                    Ok(Claim::Taken) => {
+                        log::warn!(
+                            "cluster: a name held here was taken elsewhere during an outage"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            room.announce_roster(self.node);
+        }
     }
 
     /// A room was deleted here: every other node tears it down too, and its keys go.
@@ -669,6 +768,7 @@ async fn receive(
 /// same, would stay deaf after a long outage.
 async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
     let mut tick = 0u32;
+    let mut judge_after = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let Some(cluster) = cluster.upgrade() else {
@@ -688,16 +788,25 @@ async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
         let pubsub = redis::cmd("PING")
             .query_async::<redis::Value>(&mut subscriber)
             .await;
-        cluster.set_up(commands.is_ok() && pubsub.is_ok());
+        let up = commands.is_ok() && pubsub.is_ok();
+        let was_up = cluster.is_up();
+        cluster.set_up(up);
+        if up && !was_up {
+            cluster.rejoin().await;
+            // A Redis that restarted empty lost every heartbeat: give the other nodes a
+            // heartbeat's lifetime to beat again before taking them for dead.
+            judge_after = tokio::time::Instant::now() + Duration::from_secs(NODE_TTL_SECS);
+        }
+        if up && tokio::time::Instant::now() >= judge_after {
+            if let Err(e) = cluster.drop_dead_nodes().await {
+                log::warn!("cluster: {e}");
+            }
+        }
     }
 }
 
 /// Publishes and releases in the order they were posted.
-async fn send_out(
-    mut commands: ConnectionManager,
-    node: u64,
-    mut work: mpsc::UnboundedReceiver<Outgoing>,
-) {
+async fn send_out(mut commands: ConnectionManager, mut work: mpsc::UnboundedReceiver<Outgoing>) {
     let release = Script::new(RELEASE);
     while let Some(job) = work.recv().await {
         let result = match job {
@@ -707,10 +816,16 @@ async fn send_out(
                 .query_async::<i64>(&mut commands)
                 .await
                 .map(drop),
-            Outgoing::Release { tag, field } => release
+            Outgoing::Release {
+                tag,
+                field,
+                node,
+                session,
+            } => release
                 .key(names_key(&tag))
                 .arg(field)
                 .arg(node)
+                .arg(session)
                 .invoke_async::<i64>(&mut commands)
                 .await
                 .map(drop),

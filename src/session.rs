@@ -281,6 +281,8 @@ impl JoinRequest {
             session: self.session.clone(),
             outbox: outbox.clone(),
             claimed: false,
+            moved: false,
+            token: SessionToken::random(),
         }
     }
 }
@@ -324,7 +326,9 @@ async fn admit(
                     if let Some(cluster) = &state.cluster {
                         // Another join's refusal may have let the channel go meanwhile.
                         let _ = cluster.subscribe(&room.record.id_hash).await;
-                        tell_cluster_joined(cluster, &room, conn).await;
+                        // A resume here gave the member a new token: its claim carries it.
+                        cluster.renew_claim(&room.record.id_hash, &entry.name, &entry.token);
+                        tell_cluster_joined(cluster, &room, conn);
                     }
                     // The room is live: a delete may take the turn now.
                     drop(proven);
@@ -653,28 +657,34 @@ async fn enter_cluster(
     let tag = &proven.record().id_hash;
     cluster.subscribe(tag).await.map_err(unavailable)?;
     let claim = cluster
-        .claim(tag, &entry.name, state.hub.limits().max_members)
+        .claim(
+            tag,
+            &entry.name,
+            &entry.token,
+            entry.session.as_ref(),
+            state.hub.limits().max_members,
+        )
         .await
         .map_err(unavailable)?;
     match claim {
         Claim::Taken => Err(ErrorCode::NameTaken.into()),
         Claim::Full => Err(ErrorCode::RoomFull.into()),
-        Claim::New | Claim::Mine => {
-            entry.claimed = claim == Claim::New;
+        Claim::New | Claim::Moved | Claim::Mine => {
+            entry.claimed = claim != Claim::Mine;
+            entry.moved = claim == Claim::Moved;
             Ok(claim)
         }
     }
 }
 
-/// The other nodes learn of a member who joined (or came back) here before anything it says.
-async fn tell_cluster_joined(cluster: &Cluster, room: &Room, conn: ConnId) {
+/// The other nodes learn of a member who joined (or came back) here, in order with the rosters
+/// and leaves this node publishes.
+fn tell_cluster_joined(cluster: &Cluster, room: &Room, conn: ConnId) {
     if let Some(peer) = room.peer(conn) {
         let event = Event::Joined {
             node: cluster.node(),
             peer,
         };
-        if let Err(e) = cluster.publish(room, &event).await {
-            log::warn!("cluster: a join not told to the other nodes: {e}");
-        }
+        cluster.post(&room.record.id_hash, &event);
     }
 }

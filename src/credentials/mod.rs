@@ -74,6 +74,13 @@ impl Pepper {
         hex(&self.mac(&domain, name_key.as_bytes()))
     }
 
+    /// How a member's `session` token appears in its claim on its name: a keyed digest, so that
+    /// a member reconnecting through another node can show it holds the token without the
+    /// token being in Redis.
+    pub fn session_tag(&self, token: &str) -> String {
+        hex(&self.mac(b"ephemera/cluster-session\0", token.as_bytes()))
+    }
+
     /// A keyed digest of a secret that argon2 has already accepted, kept in memory so the next
     /// member presenting the same proof costs an HMAC, not an argon2 run. It is bound to the
     /// stored hash it was checked against (whose salt is fresh at every creation), so a check of

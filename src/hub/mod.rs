@@ -40,6 +40,12 @@ pub struct Entry {
     /// In cluster mode: the cluster gave this name to this join, so another node's member
     /// listed under it here is one that node has let go (or that died with its node).
     pub claimed: bool,
+    /// In cluster mode: the member comes back from another node with its `session` token, so
+    /// its join is as quiet as a reconnect to the same node.
+    pub moved: bool,
+    /// The `session` token the member gets in its `welcome`: made before the join, since in
+    /// cluster mode its claim on its name carries it.
+    pub token: SessionToken,
 }
 
 /// Why the hub refused a proven join.
@@ -292,6 +298,8 @@ mod tests {
             session: None,
             outbox: outbox.clone(),
             claimed: false,
+            moved: false,
+            token: SessionToken::random(),
         };
         (entry, outbox)
     }

@@ -493,7 +493,7 @@ impl Room {
         if state.closed {
             return Err(Refused::Gone);
         }
-        let token = SessionToken::random();
+        let token = entry.token.clone();
         let existing = match state.by_name.get(entry.name.key()).copied() {
             Some(Slot::Remote(i)) if entry.claimed => {
                 state.remove_remote(i);
@@ -544,7 +544,7 @@ impl Room {
                     outbox: entry.outbox.clone(),
                     away: false,
                 });
-                (index, true)
+                (index, !entry.moved)
             }
         };
         let count = state.count();

@@ -158,6 +158,16 @@ async fn a_redis_outage_keeps_each_node_serving_its_own_and_heals() {
     for txn in ["t", "after", "from b"] {
         assert_eq!(alice.recv_type("message").await["txn"], txn);
     }
+    // Redis came back empty: the nodes told each other again who they hold, and no one was
+    // taken for gone meanwhile.
+    alice.send_json(&json!({ "type": "members" })).await;
+    let list = alice.recv_type("members").await;
+    assert_eq!(list["total"], 4, "{list}");
+    let dump = redis.dump();
+    assert!(
+        dump.contains("eph:names"),
+        "the names are claimed again: {dump}"
+    );
 }
 
 /// Whether `ws`, just joined, knows `name`: from its `welcome`, or from the `members` list the
@@ -305,4 +315,95 @@ async fn a_deletion_on_one_node_closes_the_room_on_every_node() {
         !redis.dump().contains("eph:names"),
         "the room's keys are gone"
     );
+}
+
+/// A node that dies (kill -9): within its heartbeat's lifetime its members leave the others'
+/// lists, with notices, and their names are free again.
+#[tokio::test]
+async fn a_node_that_dies_loses_its_members_within_seconds() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, "cluster_death").await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = crate::helpers::BinaryServer::start(
+        dir.path(),
+        &[
+            "--mongodb-uri",
+            &mongo.uri,
+            "--mongodb-db",
+            "cluster_death",
+            "--redis-url",
+            &redis.url,
+            "--pepper",
+            "test pepper",
+        ],
+    );
+    let room = a.room().await;
+    let (mut alice, _) = a.join(&room, "alice").await;
+    let (_bob, _) = b.client().join(&room, "bob").await;
+    let joined = alice.recv_type("bot").await;
+    assert_eq!(joined["event"], "join", "{joined}");
+    b.signal("KILL");
+    let killed = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        alice.send_json(&json!({ "type": "members" })).await;
+        let total = loop {
+            let frame = alice.recv().await;
+            if frame["type"] == "bot" && frame["event"] == "leave" && frame["name"] == "bob" {
+                told = true;
+            }
+            if frame["type"] == "members" {
+                break frame["total"].as_u64();
+            }
+        };
+        if total == Some(1) && told {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "bob is still listed, or no one was told, {:?} after his node died",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_bob_again, _) = a.join(&room, "bob").await;
+}
+
+/// A member comes back through another node with its `session` token and takes its name back
+/// quietly: the old socket, on a node still alive, gets `session_replaced`, and nobody hears a
+/// leave or a join. A token is good once: the old one cannot take the name again.
+#[tokio::test]
+async fn a_member_moves_to_another_node_with_its_session_token() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, "cluster_move").await;
+    let b = spawn_node(&mongo, &redis, "cluster_move").await;
+    let room = a.room().await;
+    let (mut alice, _) = a.join(&room, "alice").await;
+    let (mut old, welcome) = b.join(&room, "bob").await;
+    let token = welcome["session"].as_str().unwrap().to_owned();
+    assert_eq!(alice.recv_type("bot").await["event"], "join");
+
+    let mut moved = a.connect(&room.id).await;
+    moved
+        .send_json(&json!({ "type": "join", "auth": room.auth, "name": "bob", "session": token }))
+        .await;
+    let again = moved.recv().await;
+    assert_eq!(again["type"], "welcome", "{again}");
+    assert_eq!(again["member_count"], 2, "{again}");
+    old.refused("session_replaced", 4409).await;
+    alice.silent_for(Duration::from_millis(500)).await;
+    alice.send_json(&json!({ "type": "members" })).await;
+    assert_eq!(alice.recv_type("members").await["total"], 2);
+    moved
+        .send_json(&json!({ "type": "send", "txn": "here", "body": { "n": 1 } }))
+        .await;
+    assert_eq!(alice.recv_type("message").await["from"], "bob");
+
+    let mut stale = b.connect(&room.id).await;
+    stale
+        .send_json(&json!({ "type": "join", "auth": room.auth, "name": "bob", "session": token }))
+        .await;
+    stale.refused("name_taken", 4409).await;
 }

@@ -8,7 +8,7 @@ use super::{Remote, Room, RoomState, Sent, Slot};
 use crate::{
     bot,
     cluster::{Event, Peer},
-    domain::{MemberName, PublicKey},
+    domain::{MemberName, PublicKey, SessionToken},
     hub::{ConnId, MemberId},
     protocol::{ErrorCode, ServerFrame, Wire},
 };
@@ -166,34 +166,10 @@ impl Room {
                 ..
             } => self.peer_left(&mut state, MemberId(*member), name, kicked_by.as_deref()),
             Event::Hello { node } if *node != me => {
-                let members = state
-                    .members
-                    .iter()
-                    .map(|m| Peer {
-                        member: m.id.0,
-                        name: m.name.as_ref().into(),
-                        admin: m.admin,
-                        pubkey: m.pubkey.as_ref().map(|k| k.as_ref().into()),
-                    })
-                    .collect();
-                self.tell_others(&Event::Roster { node: me, members });
+                self.tell_others(&Self::roster(&state, me));
             }
             Event::Hello { .. } => {}
-            Event::Roster { node, members } => {
-                let added = members
-                    .iter()
-                    .filter_map(|peer| peer.remote(*node))
-                    .filter(|remote| !state.by_name.contains_key(remote.name.key()))
-                    .collect::<Vec<_>>();
-                if !added.is_empty() {
-                    for remote in added {
-                        state.insert_remote(remote);
-                    }
-                    // Those who joined here before the roster came have an incomplete list.
-                    let frame = state.page_frame(0, self.presence.page_size());
-                    state.deliver(&frame, None);
-                }
-            }
+            Event::Roster { node, members } => self.take_roster(&mut state, *node, members),
             Event::Kick { node, name, by } => {
                 if *node == me {
                     if let Some(Slot::Local(index)) = state.slot(name) {
@@ -204,12 +180,111 @@ impl Room {
         }
     }
 
+    /// This node's members, for the others.
+    fn roster(state: &RoomState, me: u64) -> Event<'_> {
+        let members = state
+            .members
+            .iter()
+            .map(|m| Peer {
+                member: m.id.0,
+                name: m.name.as_ref().into(),
+                admin: m.admin,
+                pubkey: m.pubkey.as_ref().map(|k| k.as_ref().into()),
+            })
+            .collect();
+        Event::Roster { node: me, members }
+    }
+
+    /// Tells the other nodes who is here (after an outage, when they may have dropped them or
+    /// missed their comings and goings), and asks for theirs.
+    pub fn announce_roster(&self, me: u64) {
+        let state = self.lock();
+        self.tell_others(&Self::roster(&state, me));
+        self.tell_others(&Event::Hello { node: me });
+    }
+
+    /// The names of the members here and their tokens, to claim again after an outage.
+    pub fn local_claims(&self) -> Vec<(MemberName, SessionToken)> {
+        self.lock()
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.token.clone()))
+            .collect()
+    }
+
+    /// A node's whole list: who it no longer has left (the members here hear it), who is new is
+    /// added quietly, and the members here get the first page again, since their list was
+    /// incomplete.
+    fn take_roster(self: &Arc<Self>, state: &mut RoomState, node: u64, members: &[Peer<'_>]) {
+        let listed: std::collections::HashSet<&str> =
+            members.iter().map(|p| p.name.as_ref()).collect();
+        for index in (0..state.remote.len()).rev() {
+            let remote = &state.remote[index];
+            if remote.node == node && !listed.contains(remote.name.as_ref()) {
+                let was_crowd = self.crowd(state.count());
+                let gone = state.remove_remote(index);
+                self.announce_left(state, gone.name.as_ref(), was_crowd);
+            }
+        }
+        let added = members
+            .iter()
+            .filter_map(|peer| peer.remote(node))
+            .filter(|remote| !state.by_name.contains_key(remote.name.key()))
+            .collect::<Vec<_>>();
+        if !added.is_empty() {
+            for remote in added {
+                state.insert_remote(remote);
+            }
+            let frame = state.page_frame(0, self.presence.page_size());
+            state.deliver(&frame, None);
+        }
+    }
+
+    /// The other nodes that hold members of this room.
+    pub fn remote_nodes(&self) -> Vec<u64> {
+        let mut nodes: Vec<u64> = self.lock().remote.iter().map(|r| r.node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// `node` is gone (its heartbeat lapsed): its members leave, as each would have; their
+    /// names, to free in the cluster. From the end, so that each removal moves a member already
+    /// looked at.
+    pub fn drop_node(self: &Arc<Self>, node: u64) -> Vec<MemberName> {
+        let mut state = self.lock();
+        let mut gone = Vec::new();
+        for index in (0..state.remote.len()).rev() {
+            if state.remote[index].node == node {
+                let was_crowd = self.crowd(state.count());
+                let member = state.remove_remote(index);
+                self.announce_left(&mut state, member.name.as_ref(), was_crowd);
+                gone.push(member.name);
+            }
+        }
+        gone
+    }
+
     /// Another node's member joined (or came back): the members here hear it as they would a
     /// join here.
     fn peer_joined(self: &Arc<Self>, state: &mut RoomState, node: u64, peer: &Peer<'_>) {
         let Some(remote) = peer.remote(node) else {
             return;
         };
+        if let Some(Slot::Local(index)) = state.by_name.get(remote.name.key()).copied() {
+            // The member came back through another node with its token: this socket is the
+            // old one. Nobody else hears of it, as with a reconnect to the same node.
+            let moved = state.remove(index);
+            let _ = moved
+                .outbox
+                .push(&ServerFrame::error(ErrorCode::SessionReplaced, None, None).wire());
+            moved
+                .outbox
+                .close(ErrorCode::SessionReplaced.close_code(), "session replaced");
+            state.insert_remote(remote);
+            self.close_if_empty(state);
+            return;
+        }
         let fresh = !state.by_name.contains_key(remote.name.key());
         let view = remote.view().into_owned();
         if !state.insert_remote(remote) || !fresh {
