@@ -353,6 +353,9 @@ impl Application {
             }
             state.stopping.cancel();
             state.hub.shutdown();
+            if let Some(cluster) = &state.cluster {
+                cluster.stop().await;
+            }
             let sockets = &state.transport.tracker;
             sockets.close();
             // One grace period for everything: the sockets' closes, then HTTP requests in flight.

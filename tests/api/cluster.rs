@@ -81,8 +81,23 @@ async fn two_nodes_share_a_room_in_one_order() {
         assert_eq!(unsent["by"], "alice");
     }
 
+    alice
+        .send_json(
+            &json!({ "type": "send", "txn": "CANARY-TXN", "body": { "ct": "CANARY-BODY-B" } }),
+        )
+        .await;
+    assert_eq!(bob.recv_type("message").await["txn"], "CANARY-TXN");
+    alice
+        .send_json(&json!({ "type": "dm", "to": "bob", "txn": "CANARY-DM-TXN", "body": { "ct": "CANARY-DM" } }))
+        .await;
+    assert_eq!(bob.recv_type("dm").await["txn"], "CANARY-DM-TXN");
+
     tokio::time::sleep(Duration::from_millis(100)).await;
     let dump = redis.dump();
+    assert!(
+        dump.contains("eph:names:"),
+        "the dump holds the keys: {dump}"
+    );
     assert!(!dump.contains("CANARY"), "{dump}");
     assert!(!dump.contains(&room.id), "{dump}");
     assert!(!dump.contains("alice"), "{dump}");
@@ -406,4 +421,39 @@ async fn a_member_moves_to_another_node_with_its_session_token() {
         .send_json(&json!({ "type": "join", "auth": room.auth, "name": "bob", "session": token }))
         .await;
     stale.refused("name_taken", 4409).await;
+}
+
+/// A node that drains (SIGTERM) takes its heartbeat back: the other nodes drop its members at
+/// once instead of when the heartbeat would have lapsed.
+#[tokio::test]
+async fn a_node_that_drains_lets_its_members_go_at_once() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, "cluster_drain").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = crate::helpers::BinaryServer::start(
+        dir.path(),
+        &[
+            "--mongodb-uri",
+            &mongo.uri,
+            "--mongodb-db",
+            "cluster_drain",
+            "--redis-url",
+            &redis.url,
+            "--pepper",
+            "test pepper",
+        ],
+    );
+    let room = a.room().await;
+    let (mut alice, _) = a.join(&room, "alice").await;
+    let (_bob, _) = b.client().join(&room, "bob").await;
+    assert_eq!(alice.recv_type("bot").await["event"], "join");
+    b.signal("TERM");
+    assert!(b.exited(Duration::from_secs(10)).await.is_some());
+    let left = alice.recv_type("bot").await;
+    assert_eq!(
+        (left["event"].as_str(), left["name"].as_str()),
+        (Some("leave"), Some("bob")),
+        "{left}"
+    );
 }
