@@ -31,6 +31,7 @@ use crate::{
     credentials::Pepper,
     domain::{MemberName, RoomId, SessionToken},
     hub::{MemberId, Room},
+    protocol::{ErrorCode, Refusal},
 };
 
 /// How long a room's `seq` counter outlives the room's last message: a room quiet for longer
@@ -254,6 +255,10 @@ enum Outgoing {
         channel: String,
         payload: String,
     },
+    /// A failed join into the room `tag`, counted for the whole cluster.
+    Failure {
+        tag: String,
+    },
     /// A claim goes (`session` empty) or takes a new session digest, if `node` still holds it.
     Release {
         tag: String,
@@ -411,6 +416,37 @@ impl Cluster {
             "full" => Claim::Full,
             _ => Claim::New,
         })
+    }
+
+    /// Refuses a join into the room `tag` when the whole cluster has seen `limit` failed joins
+    /// into it in the current minute (0: no limit): each node's own allowance alone would let
+    /// N nodes take N times the guesses. Without Redis, each node's own allowance holds.
+    pub async fn check_failures(&self, tag: &str, limit: u32) -> Result<(), Refusal> {
+        if limit == 0 || !self.is_up() {
+            return Ok(());
+        }
+        let key = failures_key(tag);
+        let answer = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async::<(Option<u64>, i64)>(&mut self.commands.clone())
+            .await;
+        match self.checked(answer) {
+            Ok((Some(failed), wait_ms)) if failed >= u64::from(limit) => {
+                Err(Refusal::rate_limited(Duration::from_millis(
+                    u64::try_from(wait_ms).unwrap_or(1000).max(1),
+                )))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => Err(ErrorCode::ClusterUnavailable.into()),
+        }
+    }
+
+    /// Counts a failed join into the room `tag` for the whole cluster.
+    pub fn count_failure(&self, tag: &str) {
+        let _ = self.outgoing.send(Outgoing::Failure {
+            tag: tag.to_owned(),
+        });
     }
 
     /// The member holding `name` here has a new token: its claim carries it.
@@ -835,6 +871,18 @@ async fn send_out(mut commands: ConnectionManager, mut work: mpsc::UnboundedRece
                 .query_async::<i64>(&mut commands)
                 .await
                 .map(drop),
+            Outgoing::Failure { tag } => {
+                redis::pipe()
+                    .incr(failures_key(&tag), 1)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(failures_key(&tag))
+                    .arg(FAILURE_WINDOW.as_secs())
+                    .arg("NX")
+                    .ignore()
+                    .query_async::<()>(&mut commands)
+                    .await
+            }
             Outgoing::Release {
                 tag,
                 field,
@@ -861,6 +909,13 @@ const CHANNEL_PREFIX: &str = "eph:room:";
 const CONTROL: &str = "eph:control";
 
 const NODE_PREFIX: &str = "eph:node:";
+
+/// The window of the cluster's count of failed joins per room.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+fn failures_key(tag: &str) -> String {
+    format!("eph:failed:{tag}")
+}
 
 fn names_key(tag: &str) -> String {
     format!("eph:names:{tag}")

@@ -307,8 +307,26 @@ async fn admit(
         };
         let secrets = request.secrets();
         let mut entry = request.entry(conn, outbox);
+        let cluster_tag = state
+            .cluster
+            .as_ref()
+            .map(|c| (c, state.credentials.pepper().room_hash(room_id)));
+        if let Some((cluster, tag)) = &cluster_tag {
+            let limit = state.config.join_failures_per_room;
+            cluster.check_failures(tag, limit).await?;
+        }
         for _ in 0..JOIN_RETRIES {
-            let proven = access::prove(state, room_id, &secrets, &mut attempt).await?;
+            let proven = match access::prove(state, room_id, &secrets, &mut attempt).await {
+                Ok(proven) => proven,
+                Err(refusal) => {
+                    if let (Some((cluster, tag)), ErrorCode::InvalidCredentials) =
+                        (&cluster_tag, refusal.code)
+                    {
+                        cluster.count_failure(tag);
+                    }
+                    return Err(refusal);
+                }
+            };
             let claim = match &state.cluster {
                 Some(cluster) => Some(enter_cluster(state, cluster, &proven, &mut entry).await?),
                 None => None,

@@ -457,3 +457,47 @@ async fn a_node_that_drains_lets_its_members_go_at_once() {
         "{left}"
     );
 }
+
+/// The failed joins a room allows hold for the whole cluster: guesses spread over the nodes are
+/// counted together, and the one past the limit is refused before any work.
+#[tokio::test]
+async fn failed_joins_into_a_room_are_counted_across_nodes() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let (uri, url) = (mongo.uri.clone(), redis.url.clone());
+    let node = || {
+        let (uri, url) = (uri.clone(), url.clone());
+        crate::helpers::spawn_app_with(move |c| {
+            c.mongodb_uri = Some(uri);
+            c.mongodb_db = "cluster_failures".into();
+            c.redis_url = Some(url);
+            c.join_failures_per_room = 3;
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    let room = a.room().await;
+    let guess = |app: &crate::helpers::TestApp| {
+        let (client, id) = (app.client.clone(), room.id.clone());
+        async move {
+            let mut ws = client.connect(&id).await;
+            ws.send_json(
+                &json!({ "type": "join", "auth": crate::helpers::random_auth(), "name": "eve" }),
+            )
+            .await;
+            ws.closed().await
+        }
+    };
+    for app in [&a, &a, &b] {
+        let (code, frames) = guess(app).await;
+        assert_eq!(code, 4401, "{frames:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, frames) = guess(&b).await;
+    assert_eq!(
+        code, 4429,
+        "the fourth guess, the first on B past the cluster's 3: {frames:?}"
+    );
+    let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+    assert_eq!(error["code"], "rate_limited");
+    assert!(error["retry_after_ms"].as_u64().unwrap() > 0, "{error}");
+}
