@@ -1,13 +1,14 @@
 //! Cluster mode: several nodes behind one address share their rooms through Redis, the engine
 //! Centrifugo and Socket.IO's adapter use, rather than a mesh of our own. Only pub/sub carries
-//! what members say; the one key a room has is its `seq` counter, with a TTL (docs/cluster.md).
+//! what members say (docs/cluster.md says what crosses Redis, and which keys it keeps).
 //!
 //! Each node subscribes to the channel of every room live on it. A message is published by a
 //! Lua script that takes the room's next `seq` and publishes in one step, so publish order is
 //! `seq` order, and every node (the sender's too) delivers it when it comes back from Redis:
 //! members on every node see one sequence in one order. Without Redis, a node goes on serving
 //! its own members with its own `seq` (reported as degraded) and refuses joins, which would
-//! need the cluster's view, until Redis answers again.
+//! need the cluster's view, until Redis answers again. Keys hold counters and keyed hashes
+//! only, each with a TTL.
 
 use std::{
     borrow::Cow,
@@ -87,6 +88,26 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return answer
+";
+
+/// Counts a failed join, in a window that starts with the first failure (a script rather than
+/// `EXPIRE NX`, which Redis 6 does not have).
+const COUNT_FAILURE: &str = r"
+local failed = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return failed
+";
+
+/// Raises a room's counter to at least `ARGV[1]`: after an outage a node that numbered on by
+/// itself does not let the room's numbers go back.
+const RAISE_SEQ: &str = r"
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 0
 ";
 
 /// Lets a name go (`ARGV[3]` empty), or gives it the holder's new session digest, if the
@@ -173,11 +194,14 @@ pub enum Event<'a> {
         #[serde(borrow)]
         by: Cow<'a, str>,
     },
-    /// A member joined (or came back) on `node`.
+    /// A member joined (or came back) on `node`; `moved` when it showed its `session` token
+    /// to take its name from another node.
     Joined {
         node: u64,
         #[serde(borrow)]
         peer: Peer<'a>,
+        #[serde(default)]
+        moved: bool,
     },
     /// A member on `node` left, or was kicked by `kicked_by`.
     Left {
@@ -506,8 +530,18 @@ impl Cluster {
     /// Back after an outage: this node's members claim their names again, and every node hears
     /// who is here and says who it has.
     async fn rejoin(&self) {
+        let raise = Script::new(RAISE_SEQ);
         for room in self.live_rooms() {
             let tag = &room.record.id_hash;
+            let raised = raise
+                .key(seq_key(tag))
+                .arg(room.next_seq().saturating_sub(1))
+                .arg(SEQ_TTL_SECS)
+                .invoke_async::<i64>(&mut self.commands.clone())
+                .await;
+            if raised.is_err() {
+                return;
+            }
             for (name, token) in room.local_claims() {
                 match self.claim(tag, &name, &token, Some(&token), 0).await {
                     Ok(Claim::Taken) => {
@@ -608,15 +642,16 @@ impl Cluster {
             .send(Subscription::Unsubscribe(channel(tag)));
     }
 
-    /// The room `tag` is live: what was kept for it is applied, in order.
+    /// The room `tag` went live here: what was kept for it is applied, in order, and the nodes
+    /// that hold it are asked who is in it (once per going live: an earlier copy of the room
+    /// may have had the answers).
     fn replay(&self, tag: &str) {
-        let Some((_, events)) = self.pending.remove(tag) else {
-            return;
-        };
+        let events = self.pending.remove(tag).map(|(_, e)| e).unwrap_or_default();
         if let Some(room) = self.live_room(tag) {
             for text in events {
                 self.apply(&room, &text);
             }
+            self.post(tag, &Event::Hello { node: self.node });
         }
     }
 
@@ -715,11 +750,10 @@ impl Cluster {
             }
             return;
         }
-        match self.live_room(tag) {
-            Some(room) => self.apply(&room, text),
-            None => {
-                self.pending.insert(tag.to_owned(), vec![text.to_owned()]);
-            }
+        // A room that is neither live nor awaited here (a push that came after its channel was
+        // let go) is nobody's.
+        if let Some(room) = self.live_room(tag) {
+            self.apply(&room, text);
         }
     }
 
@@ -754,12 +788,14 @@ async fn keep_subscriptions(
                     let _ = done.send(Ok(()));
                     continue;
                 }
+                // What comes before the room is live here is kept for it from now on.
+                if let Some(tag) = channel.strip_prefix(CHANNEL_PREFIX) {
+                    if !cluster.rooms.contains_key(tag) {
+                        cluster.pending.entry(tag.to_owned()).or_default();
+                    }
+                }
                 let result = cluster.checked(subscriber.subscribe(&channel).await);
                 if result.is_ok() {
-                    // New here: the nodes that hold the room say who is in it.
-                    if let Some(tag) = channel.strip_prefix(CHANNEL_PREFIX) {
-                        cluster.post(tag, &Event::Hello { node: cluster.node });
-                    }
                     subscribed.insert(channel);
                 }
                 let _ = done.send(result);
@@ -863,6 +899,7 @@ async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
 /// Publishes and releases in the order they were posted.
 async fn send_out(mut commands: ConnectionManager, mut work: mpsc::UnboundedReceiver<Outgoing>) {
     let release = Script::new(RELEASE);
+    let count_failure = Script::new(COUNT_FAILURE);
     while let Some(job) = work.recv().await {
         let result = match job {
             Outgoing::Publish { channel, payload } => redis::cmd("PUBLISH")
@@ -871,18 +908,12 @@ async fn send_out(mut commands: ConnectionManager, mut work: mpsc::UnboundedRece
                 .query_async::<i64>(&mut commands)
                 .await
                 .map(drop),
-            Outgoing::Failure { tag } => {
-                redis::pipe()
-                    .incr(failures_key(&tag), 1)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(failures_key(&tag))
-                    .arg(FAILURE_WINDOW.as_secs())
-                    .arg("NX")
-                    .ignore()
-                    .query_async::<()>(&mut commands)
-                    .await
-            }
+            Outgoing::Failure { tag } => count_failure
+                .key(failures_key(&tag))
+                .arg(FAILURE_WINDOW.as_secs())
+                .invoke_async::<i64>(&mut commands)
+                .await
+                .map(drop),
             Outgoing::Release {
                 tag,
                 field,

@@ -332,9 +332,11 @@ async fn admit(
                 None => None,
             };
             let admitted = state.hub.admit(room_id, &proven, &entry);
-            if let (Some(cluster), Err(_)) = (&state.cluster, &admitted) {
+            // Refused for good: the name this join claimed goes (a retry after `Gone` keeps it,
+            // and a release queued behind it could undo the retry's claim).
+            if let (Some(cluster), Err(Refused::Code(_))) = (&state.cluster, &admitted) {
                 let tag = &proven.record().id_hash;
-                if claim == Some(Claim::New) {
+                if matches!(claim, Some(Claim::New | Claim::Moved)) {
                     cluster.release_name(tag, &entry.name);
                 }
                 cluster.unsubscribe_unless_live(tag);
@@ -346,7 +348,7 @@ async fn admit(
                         let _ = cluster.subscribe(&room.record.id_hash).await;
                         // A resume here gave the member a new token: its claim carries it.
                         cluster.renew_claim(&room.record.id_hash, &entry.name, &entry.token);
-                        tell_cluster_joined(cluster, &room, conn);
+                        tell_cluster_joined(cluster, &room, conn, entry.moved);
                     }
                     // The room is live: a delete may take the turn now.
                     drop(proven);
@@ -688,8 +690,9 @@ async fn enter_cluster(
         Claim::Taken => Err(ErrorCode::NameTaken.into()),
         Claim::Full => Err(ErrorCode::RoomFull.into()),
         Claim::New | Claim::Moved | Claim::Mine => {
-            entry.claimed = claim != Claim::Mine;
-            entry.moved = claim == Claim::Moved;
+            // A retry's claim answers `mine` for what the first one took.
+            entry.claimed |= claim != Claim::Mine;
+            entry.moved |= claim == Claim::Moved;
             Ok(claim)
         }
     }
@@ -697,11 +700,12 @@ async fn enter_cluster(
 
 /// The other nodes learn of a member who joined (or came back) here, in order with the rosters
 /// and leaves this node publishes.
-fn tell_cluster_joined(cluster: &Cluster, room: &Room, conn: ConnId) {
+fn tell_cluster_joined(cluster: &Cluster, room: &Room, conn: ConnId, moved: bool) {
     if let Some(peer) = room.peer(conn) {
         let event = Event::Joined {
             node: cluster.node(),
             peer,
+            moved,
         };
         cluster.post(&room.record.id_hash, &event);
     }

@@ -824,6 +824,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--slowlog-max-len", "0"])
             .args(["--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -158,7 +158,9 @@ impl Room {
             Event::Unsent { seq, by } => Self::take_back(&mut state, *seq, by),
             Event::Joined { node, .. } | Event::Left { node, .. } | Event::Roster { node, .. }
                 if *node == me => {}
-            Event::Joined { node, peer } => self.peer_joined(&mut state, *node, peer),
+            Event::Joined { node, peer, moved } => {
+                self.peer_joined(&mut state, *node, peer, *moved);
+            }
             Event::Left {
                 member,
                 name,
@@ -267,11 +269,23 @@ impl Room {
 
     /// Another node's member joined (or came back): the members here hear it as they would a
     /// join here.
-    fn peer_joined(self: &Arc<Self>, state: &mut RoomState, node: u64, peer: &Peer<'_>) {
+    fn peer_joined(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        node: u64,
+        peer: &Peer<'_>,
+        moved: bool,
+    ) {
         let Some(remote) = peer.remote(node) else {
             return;
         };
-        if let Some(Slot::Local(index)) = state.by_name.get(remote.name.key()).copied() {
+        let here = state.by_name.get(remote.name.key()).copied();
+        if let (Some(Slot::Local(_)), false) = (here, moved) {
+            // Only a member showing its token takes a name held here (a Redis restarted empty
+            // may have lost the claim for a moment).
+            return;
+        }
+        if let Some(Slot::Local(index)) = here {
             // The member came back through another node with its token: this socket is the
             // old one. Nobody else hears of it, as with a reconnect to the same node.
             let moved = state.remove(index);
