@@ -32,12 +32,22 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
     about = "Load generator and baseline relay for Ephemera"
 )]
 struct Cli {
-    /// The server under test.
-    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
-    server: String,
-    /// The server's PID, to read its CPU time and memory from /proc.
+    /// The server under test; several (comma-separated) for the nodes of a cluster, which the
+    /// members join in turn.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        global = true,
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
+    /// The server's PID, to read its CPU time and memory from /proc; one per node of a cluster
+    /// (comma-separated), whose figures are added up and also reported each.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The PID of the cluster's Redis, whose CPU `fanout` reports beside the nodes'.
     #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    redis_pid: Option<u32>,
     /// Talk to a `baseline` relay instead of Ephemera (no rooms to create, no welcome).
     #[arg(long, global = true)]
     baseline: bool,
@@ -161,14 +171,43 @@ fn proc_stat(pid: &str) -> Option<ProcStat> {
 }
 
 struct Target {
-    api: Api,
+    /// The first node creates the rooms; members join the nodes in turn.
+    apis: Vec<Api>,
+    next: std::sync::atomic::AtomicUsize,
     baseline: bool,
-    server_pid: Option<String>,
+    server_pids: Vec<String>,
+    redis_pid: Option<String>,
 }
 
 impl Target {
+    /// The server's figures; a cluster's nodes added up.
     fn server(&self) -> Option<ProcStat> {
-        self.server_pid.as_deref().and_then(proc_stat)
+        let mut total: Option<ProcStat> = None;
+        for stat in self.nodes() {
+            let stat = stat?;
+            total = Some(match total {
+                None => stat,
+                Some(t) => ProcStat {
+                    cpu_s: t.cpu_s + stat.cpu_s,
+                    rss_kb: t.rss_kb + stat.rss_kb,
+                    hwm_kb: t.hwm_kb + stat.hwm_kb,
+                },
+            });
+        }
+        total
+    }
+
+    /// Each node's figures.
+    fn nodes(&self) -> Vec<Option<ProcStat>> {
+        self.server_pids.iter().map(|p| proc_stat(p)).collect()
+    }
+
+    fn redis(&self) -> Option<ProcStat> {
+        self.redis_pid.as_deref().and_then(proc_stat)
+    }
+
+    fn api(&self) -> &Api {
+        &self.apis[0]
     }
 
     /// Creates `n` rooms with proofs derived from the shared key (PBKDF2 on the blocking pool).
@@ -189,7 +228,7 @@ impl Target {
             let (id, auth) = d.await.unwrap();
             if !self.baseline {
                 if let Err(e) = self
-                    .api
+                    .api()
                     .create(Some(&id), &auth, "loadgen admin", false, None)
                     .await
                 {
@@ -205,8 +244,10 @@ impl Target {
     /// Connects and joins; returns the socket once `welcome` is in (at once for the baseline).
     async fn join(&self, room: &(String, String), name: &str) -> Result<Socket, String> {
         // Browsers disable Nagle on WebSockets; so does the generator.
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let api = &self.apis[turn % self.apis.len()];
         let (mut socket, _) =
-            connect_async_with_config(self.api.ws_url(&room.0), Some(socket_config()), true)
+            connect_async_with_config(api.ws_url(&room.0), Some(socket_config()), true)
                 .await
                 .map_err(|e| e.to_string())?;
         let join = json!({ "type": "join", "name": name, "auth": room.1 });
@@ -492,6 +533,7 @@ async fn fanout(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (server0, gen0) = (target.server(), own_cpu());
+    let (nodes0, redis0) = (target.nodes(), target.redis());
     let (per_room, seen, elapsed) = chat(
         crowd,
         senders,
@@ -502,6 +544,13 @@ async fn fanout(
     )
     .await;
     let (server1, gen1) = (target.server(), own_cpu());
+    let (nodes1, redis1) = (target.nodes(), target.redis());
+    let node_cpu: Vec<Option<f64>> = nodes0
+        .into_iter()
+        .zip(nodes1)
+        .map(|(a, b)| cpu_delta(a, b))
+        .collect();
+    let redis_cpu = cpu_delta(redis0, redis1);
     let sent: u64 = per_room.values().sum();
     let expected: u64 = per_room
         .iter()
@@ -527,6 +576,7 @@ async fn fanout(
         "loss": expected.saturating_sub(received), "deliveries_per_s": received as f64 / elapsed, "latency": latency,
         "server_cpu_s": server_cpu, "server_cpu_us_per_delivery": per_delivery,
         "server_peak_rss_kb": server1.map(|s| s.hwm_kb), "generator_cpu_s": gen1 - gen0,
+        "node_cpu_s": node_cpu, "redis_cpu_s": redis_cpu,
     });
     report("fanout", line, summary);
 }
@@ -951,17 +1001,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let api = match Api::new(&cli.server) {
-        Ok(api) => api,
+    let apis = match cli
+        .server
+        .iter()
+        .map(|s| Api::new(s))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(apis) if !apis.is_empty() => apis,
+        Ok(_) => {
+            eprintln!("--server: at least one");
+            return std::process::ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("{e}");
             return std::process::ExitCode::from(2);
         }
     };
     let target = Arc::new(Target {
-        api,
+        apis,
+        next: std::sync::atomic::AtomicUsize::new(0),
         baseline: cli.baseline,
-        server_pid: cli.server_pid.map(|p| p.to_string()),
+        server_pids: cli.server_pid.iter().map(u32::to_string).collect(),
+        redis_pid: cli.redis_pid.map(|p| p.to_string()),
     });
     runtime.block_on(async move {
         match scenario {
@@ -983,7 +1044,17 @@ fn main() -> std::process::ExitCode {
                 rooms,
                 seconds,
                 processes,
-            } => idle_spread(target, &cli.server, clients, rooms, seconds, processes).await,
+            } => {
+                idle_spread(
+                    target,
+                    &cli.server.join(","),
+                    clients,
+                    rooms,
+                    seconds,
+                    processes,
+                )
+                .await
+            }
             Scenario::IdlePart { clients, part } => idle_part(target, clients, part).await,
             Scenario::Ramp {
                 clients,
