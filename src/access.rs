@@ -125,6 +125,17 @@ pub async fn deleted_elsewhere(state: &AppState, deleted: &Deleted) {
         .cluster
         .as_ref()
         .and_then(|c| c.live_room(&deleted.tag));
+    if deleted.check {
+        let Some(live) = &room else {
+            return;
+        };
+        match state.credentials.fetch(&live.id).await {
+            Ok(Some(record)) if record.same_credentials(&live.record) => return,
+            Ok(_) => {}
+            // The store cannot say: the room stays until it can.
+            Err(_) => return,
+        }
+    }
     let listed = deleted
         .listed
         .as_deref()

@@ -144,6 +144,16 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
 }
 
+impl ClusterError {
+    /// No answer in time: the command may have run all the same (a message published), so
+    /// relaying it again on this node alone could deliver it twice.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            Self::Redis(e) => e.is_timeout(),
+        }
+    }
+}
+
 /// What crosses a room's channel. Names and bodies travel as the member gave them (bodies are
 /// ciphertext); `member` is the sender's cluster-wide identity, for `unsend`. Externally tagged
 /// (`{"message":{…}}`): an internally tagged enum buffers its fields, and a body could then not
@@ -193,6 +203,8 @@ pub enum Event<'a> {
         seq: u64,
         #[serde(borrow)]
         by: Cow<'a, str>,
+        /// The message's author, as the node that checked the unsend remembers it.
+        author: u64,
     },
     /// A member joined (or came back) on `node`; `moved` when it showed its `session` token
     /// to take its name from another node.
@@ -252,12 +264,16 @@ enum Control {
     },
 }
 
-/// A room another node deleted.
+/// A room another node deleted, or (`check`) one whose deletion this node may have missed.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Deleted {
     pub tag: String,
     /// The room's ID when it is listed (and so public), for the lobby.
     pub listed: Option<String>,
+    /// Back from an outage, when a deletion's news may have been lost: the room goes only if
+    /// the store no longer has its record.
+    #[serde(skip)]
+    pub check: bool,
 }
 
 /// A node's answer to a claim on a name.
@@ -554,6 +570,11 @@ impl Cluster {
                 }
             }
             room.announce_roster(self.node);
+            let _ = self.deleted.send(Deleted {
+                tag: tag.clone(),
+                listed: None,
+                check: true,
+            });
         }
     }
 
@@ -564,6 +585,7 @@ impl Cluster {
             room: Deleted {
                 tag: tag.to_owned(),
                 listed: listed.map(|id| id.as_ref().to_owned()),
+                check: false,
             },
         });
         let result = redis::pipe()

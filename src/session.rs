@@ -626,17 +626,27 @@ async fn clustered(
             sent
         }
         ClientFrame::Unsend { seq } => {
-            let (seq, by) = room.check_unsend(conn, *seq).map_err(Clustered::Refused)?;
-            cluster
-                .publish(room, &Event::Unsent { seq, by: by.into() })
-                .await
+            let (seq, by, author) = room.check_unsend(conn, *seq).map_err(Clustered::Refused)?;
+            let event = Event::Unsent {
+                seq,
+                by: by.into(),
+                author: author.0,
+            };
+            cluster.publish(room, &event).await
         }
         _ => match presence_event(frame, author.0, &author.1) {
             Some(event) => cluster.publish(room, &event).await,
             None => return Ok(false),
         },
     };
-    published.map(|()| true).map_err(|_| Clustered::Down)
+    match published {
+        Ok(()) => Ok(true),
+        Err(e) if e.may_have_run() => {
+            log::warn!("cluster: no answer in time to a publish, which may have gone out: {e}");
+            Ok(true)
+        }
+        Err(_) => Err(Clustered::Down),
+    }
 }
 
 /// The events of a frame that carries no `seq` and no body.

@@ -844,13 +844,18 @@ impl Room {
     /// messages but not direct messages, which are private to their two parties.
     pub fn unsend(&self, conn: ConnId, seq: Option<u64>) -> Result<(), ErrorCode> {
         let mut state = self.lock();
-        let (seq, by) = Self::may_unsend(&mut state, conn, seq)?;
-        Self::take_back(&mut state, seq, &by);
+        let (seq, by, author) = Self::may_unsend(&mut state, conn, seq)?;
+        Self::take_back(&mut state, seq, &by, author);
         Ok(())
     }
 
     /// Whether the member on `conn` may unsend `seq`: the `seq`, and the member's name.
-    pub fn check_unsend(&self, conn: ConnId, seq: Option<u64>) -> Result<(u64, String), ErrorCode> {
+    /// Also the message's author, which the other nodes check their memory of `seq` against.
+    pub fn check_unsend(
+        &self,
+        conn: ConnId,
+        seq: Option<u64>,
+    ) -> Result<(u64, String, MemberId), ErrorCode> {
         Self::may_unsend(&mut self.lock(), conn, seq)
     }
 
@@ -858,7 +863,7 @@ impl Room {
         state: &mut RoomState,
         conn: ConnId,
         seq: Option<u64>,
-    ) -> Result<(u64, String), ErrorCode> {
+    ) -> Result<(u64, String, MemberId), ErrorCode> {
         let (me_id, me_admin, me_name) = state
             .member(conn)
             .map(|m| (m.id, m.admin, m.name.as_ref().to_owned()))
@@ -869,15 +874,20 @@ impl Room {
             .and_then(|slot| *slot)
             .ok_or(ErrorCode::NoSuchMessage)?;
         if sent.author == me_id || (me_admin && sent.dm_to.is_none()) {
-            Ok((seq, me_name))
+            Ok((seq, me_name, sent.author))
         } else {
             Err(ErrorCode::Forbidden)
         }
     }
 
-    /// Forgets `seq` and tells those who got it; nothing when it was already taken back.
-    fn take_back(state: &mut RoomState, seq: u64, by: &str) {
-        let Some(sent) = state.sent_slot(seq).and_then(Option::take) else {
+    /// Forgets `seq` and tells those who got it; nothing when it was already taken back, or
+    /// when this room remembers another author for it (after an outage, two nodes may each have
+    /// numbered messages of their own).
+    fn take_back(state: &mut RoomState, seq: u64, by: &str, author: MemberId) {
+        let Some(slot) = state.sent_slot(seq) else {
+            return;
+        };
+        let Some(sent) = slot.take_if(|sent| sent.author == author) else {
             return;
         };
         let frame = ServerFrame::Unsent { seq, by: by.into() }.wire();

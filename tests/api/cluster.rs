@@ -501,3 +501,32 @@ async fn failed_joins_into_a_room_are_counted_across_nodes() {
     assert_eq!(error["code"], "rate_limited");
     assert!(error["retry_after_ms"].as_u64().unwrap() > 0, "{error}");
 }
+
+/// A deletion said while Redis was away does not reach the other nodes: when Redis is back they
+/// check their live rooms against the store, and close a deleted one with 4410.
+#[tokio::test]
+async fn a_deletion_missed_during_an_outage_is_caught_up_when_redis_returns() {
+    let mongo = MongoServer::start();
+    let mut redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, "cluster_missed").await;
+    let b = spawn_node(&mongo, &redis, "cluster_missed").await;
+    let room = a.room().await;
+    let (mut alice, _) = a.join(&room, "alice").await;
+    let (mut bob, _) = b.join(&room, "bob").await;
+    redis.stop();
+    let response = b
+        .delete_room(&room.id, crate::helpers::ADMIN_PASSWORD)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(bob.closed().await.0, 4410);
+    for _ in 0..50 {
+        let health: serde_json::Value = a.get("/healthz").await.json().await.unwrap();
+        if health["cluster"] == "down" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _redis = RedisServer::start_at(redis.port);
+    let (code, frames) = alice.closed().await;
+    assert_eq!(code, 4410, "{frames:?}");
+}

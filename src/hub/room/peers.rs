@@ -155,7 +155,9 @@ impl Room {
                 let sender = state.conn_of(MemberId(*member));
                 state.deliver(&frame, sender);
             }
-            Event::Unsent { seq, by } => Self::take_back(&mut state, *seq, by),
+            Event::Unsent { seq, by, author } => {
+                Self::take_back(&mut state, *seq, by, MemberId(*author));
+            }
             Event::Joined { node, .. } | Event::Left { node, .. } | Event::Roster { node, .. }
                 if *node == me => {}
             Event::Joined { node, peer, moved } => {
