@@ -4,7 +4,40 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_node, test_config, MongoServer, RedisServer};
+use crate::helpers::{spawn_node, test_config, MongoServer, RedisServer, TestApp};
+
+/// Two nodes on one store and one Redis, all started for the test.
+async fn two_nodes(db: &str) -> (MongoServer, RedisServer, TestApp, TestApp) {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let a = spawn_node(&mongo, &redis, db).await;
+    let b = spawn_node(&mongo, &redis, db).await;
+    (mongo, redis, a, b)
+}
+
+/// A node as its own process, for what only a process shows (kill -9, SIGTERM); its data
+/// directory goes with the returned guard.
+fn binary_node(
+    mongo: &MongoServer,
+    redis: &RedisServer,
+    db: &str,
+) -> (tempfile::TempDir, crate::helpers::BinaryServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::helpers::BinaryServer::start(
+        dir.path(),
+        &[
+            "--mongodb-uri",
+            &mongo.uri,
+            "--mongodb-db",
+            db,
+            "--redis-url",
+            &redis.url,
+            "--pepper",
+            "test pepper",
+        ],
+    );
+    (dir, node)
+}
 
 /// The embedded store belongs to one node: a node told to join a cluster without MongoDB
 /// refuses to start, and says why.
@@ -21,10 +54,7 @@ async fn a_node_without_mongodb_refuses_cluster_mode() {
 /// in one order; typing, read marks and an unsend cross too, and nothing said is kept in Redis.
 #[tokio::test]
 async fn two_nodes_share_a_room_in_one_order() {
-    let mongo = MongoServer::start();
-    let redis = RedisServer::start();
-    let a = spawn_node(&mongo, &redis, "cluster_order").await;
-    let b = spawn_node(&mongo, &redis, "cluster_order").await;
+    let (_mongo, redis, a, b) = two_nodes("cluster_order").await;
     let health: serde_json::Value = b.get("/healthz").await.json().await.unwrap();
     assert_eq!(health["cluster"], "ok", "{health}");
 
@@ -108,10 +138,7 @@ async fn two_nodes_share_a_room_in_one_order() {
 /// outage longer than its connections' reconnect attempts.
 #[tokio::test]
 async fn a_redis_outage_keeps_each_node_serving_its_own_and_heals() {
-    let mongo = MongoServer::start();
-    let mut redis = RedisServer::start();
-    let a = spawn_node(&mongo, &redis, "cluster_outage").await;
-    let b = spawn_node(&mongo, &redis, "cluster_outage").await;
+    let (_mongo, mut redis, a, b) = two_nodes("cluster_outage").await;
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (mut carol, _) = a.join(&room, "carol").await;
@@ -296,10 +323,7 @@ async fn presence_dms_and_kicks_cover_both_nodes() {
 /// no one back in, not even with a proof it had accepted before.
 #[tokio::test]
 async fn a_deletion_on_one_node_closes_the_room_on_every_node() {
-    let mongo = MongoServer::start();
-    let redis = RedisServer::start();
-    let a = spawn_node(&mongo, &redis, "cluster_delete").await;
-    let b = spawn_node(&mongo, &redis, "cluster_delete").await;
+    let (_mongo, redis, a, b) = two_nodes("cluster_delete").await;
     let room = a
         .room_with(json!({ "listed": true, "title": "Doomed" }))
         .await;
@@ -339,20 +363,7 @@ async fn a_node_that_dies_loses_its_members_within_seconds() {
     let mongo = MongoServer::start();
     let redis = RedisServer::start();
     let a = spawn_node(&mongo, &redis, "cluster_death").await;
-    let dir = tempfile::tempdir().unwrap();
-    let b = crate::helpers::BinaryServer::start(
-        dir.path(),
-        &[
-            "--mongodb-uri",
-            &mongo.uri,
-            "--mongodb-db",
-            "cluster_death",
-            "--redis-url",
-            &redis.url,
-            "--pepper",
-            "test pepper",
-        ],
-    );
+    let (_dir, b) = binary_node(&mongo, &redis, "cluster_death");
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (_bob, _) = b.client().join(&room, "bob").await;
@@ -390,10 +401,7 @@ async fn a_node_that_dies_loses_its_members_within_seconds() {
 /// leave or a join. A token is good once: the old one cannot take the name again.
 #[tokio::test]
 async fn a_member_moves_to_another_node_with_its_session_token() {
-    let mongo = MongoServer::start();
-    let redis = RedisServer::start();
-    let a = spawn_node(&mongo, &redis, "cluster_move").await;
-    let b = spawn_node(&mongo, &redis, "cluster_move").await;
+    let (_mongo, _redis, a, b) = two_nodes("cluster_move").await;
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (mut old, welcome) = b.join(&room, "bob").await;
@@ -430,20 +438,7 @@ async fn a_node_that_drains_lets_its_members_go_at_once() {
     let mongo = MongoServer::start();
     let redis = RedisServer::start();
     let a = spawn_node(&mongo, &redis, "cluster_drain").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = crate::helpers::BinaryServer::start(
-        dir.path(),
-        &[
-            "--mongodb-uri",
-            &mongo.uri,
-            "--mongodb-db",
-            "cluster_drain",
-            "--redis-url",
-            &redis.url,
-            "--pepper",
-            "test pepper",
-        ],
-    );
+    let (_dir, mut b) = binary_node(&mongo, &redis, "cluster_drain");
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (_bob, _) = b.client().join(&room, "bob").await;
@@ -506,10 +501,7 @@ async fn failed_joins_into_a_room_are_counted_across_nodes() {
 /// check their live rooms against the store, and close a deleted one with 4410.
 #[tokio::test]
 async fn a_deletion_missed_during_an_outage_is_caught_up_when_redis_returns() {
-    let mongo = MongoServer::start();
-    let mut redis = RedisServer::start();
-    let a = spawn_node(&mongo, &redis, "cluster_missed").await;
-    let b = spawn_node(&mongo, &redis, "cluster_missed").await;
+    let (_mongo, mut redis, a, b) = two_nodes("cluster_missed").await;
     let room = a.room().await;
     let (mut alice, _) = a.join(&room, "alice").await;
     let (mut bob, _) = b.join(&room, "bob").await;
