@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Remote, Room, RoomState, Sent, Slot};
+use super::{Member, Remote, Room, RoomState, Sent, Slot};
 use crate::{
     bot,
     cluster::{Event, Peer},
@@ -37,16 +37,27 @@ impl Peer<'_> {
     }
 }
 
+impl Member {
+    /// This member as the other nodes are told of it.
+    fn peer(&self) -> Peer<'_> {
+        Peer {
+            member: self.id.0,
+            name: self.name.as_ref().into(),
+            admin: self.admin,
+            pubkey: self.pubkey.as_ref().map(|k| k.as_ref().into()),
+        }
+    }
+}
+
 impl Room {
     /// The member on `conn` as the other nodes are told of it.
     pub fn peer(&self, conn: ConnId) -> Option<Peer<'static>> {
         let state = self.lock();
-        let me = state.member(conn)?;
+        let me = state.member(conn)?.peer();
         Some(Peer {
-            member: me.id.0,
-            name: me.name.as_ref().to_owned().into(),
-            admin: me.admin,
-            pubkey: me.pubkey.as_ref().map(|k| k.as_ref().to_owned().into()),
+            name: me.name.into_owned().into(),
+            pubkey: me.pubkey.map(|k| k.into_owned().into()),
+            ..me
         })
     }
 
@@ -186,16 +197,7 @@ impl Room {
 
     /// This node's members, for the others.
     fn roster(state: &RoomState, me: u64) -> Event<'_> {
-        let members = state
-            .members
-            .iter()
-            .map(|m| Peer {
-                member: m.id.0,
-                name: m.name.as_ref().into(),
-                admin: m.admin,
-                pubkey: m.pubkey.as_ref().map(|k| k.as_ref().into()),
-            })
-            .collect();
+        let members = state.members.iter().map(Member::peer).collect();
         Event::Roster { node: me, members }
     }
 
