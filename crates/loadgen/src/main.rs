@@ -17,8 +17,9 @@ use std::{
 use clap::{Parser, Subcommand};
 use ephemera_client::{crypto, socket_config, Api};
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::{net::TcpStream, sync::Semaphore};
+use tokio::{io::AsyncBufReadExt as _, net::TcpStream, sync::Semaphore};
 use tokio_tungstenite::{
     connect_async_with_config, tungstenite::Message, MaybeTlsStream, WebSocketStream,
 };
@@ -68,6 +69,27 @@ enum Scenario {
         #[arg(long, default_value_t = 150.0)]
         rate: f64,
         #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Spread the members over P generator processes (one holds one descriptor per member,
+        /// and a process may hold only so many); the senders are the first process's first
+        /// members, so they take the nodes of a cluster in turn.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+    },
+    /// One process's share of a several-process `fanout` (started by it, not by hand): joins C
+    /// members into the rooms in `LOADGEN_ROOMS`, says so, chats when a line comes on stdin, and
+    /// reports what its members saw.
+    #[command(hide = true)]
+    FanoutPart {
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        part: usize,
+        #[arg(long)]
+        senders: usize,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
         seconds: u64,
     },
     /// C joined connections held for T seconds: server memory per connection. With P processes
@@ -241,11 +263,12 @@ impl Target {
         rooms
     }
 
-    /// Connects and joins; returns the socket once `welcome` is in (at once for the baseline).
-    async fn join(&self, room: &(String, String), name: &str) -> Result<Socket, String> {
+    /// Connects and joins; returns the socket once `welcome` is in (at once for the baseline),
+    /// and which node it joined.
+    async fn join(&self, room: &(String, String), name: &str) -> Result<(Socket, usize), String> {
+        let node = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.apis.len();
+        let api = &self.apis[node];
         // Browsers disable Nagle on WebSockets; so does the generator.
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let api = &self.apis[turn % self.apis.len()];
         let (mut socket, _) =
             connect_async_with_config(api.ws_url(&room.0), Some(socket_config()), true)
                 .await
@@ -256,12 +279,12 @@ impl Target {
             .await
             .map_err(|e| e.to_string())?;
         if self.baseline {
-            return Ok(socket);
+            return Ok((socket, node));
         }
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(t))) if t.contains(r#""type":"welcome""#) => {
-                    return Ok(socket)
+                    return Ok((socket, node))
                 }
                 Some(Ok(Message::Text(t))) if t.contains(r#""type":"error""#) => {
                     return Err(t.to_string())
@@ -309,6 +332,8 @@ fn percentiles(mut lat: Vec<u64>) -> serde_json::Value {
 /// What a member's reader saw.
 #[derive(Default)]
 struct Seen {
+    /// The node the member is on.
+    node: usize,
     latencies: Vec<u64>,
     close: Option<u16>,
 }
@@ -317,12 +342,16 @@ struct Seen {
 /// `record` is set.
 fn spawn_reader(
     mut stream: futures_util::stream::SplitStream<Socket>,
+    node: usize,
     baseline: bool,
     record: Arc<AtomicBool>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<Seen> {
     tokio::spawn(async move {
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            node,
+            ..Seen::default()
+        };
         loop {
             let message = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -369,8 +398,13 @@ async fn send_for(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut n = 0u64;
-    while Instant::now() < end {
+    loop {
         tick.tick().await;
+        // Checked after the wait: a sender whose phase puts its last tick past the end would
+        // send after the readers of a spread run's other processes have stopped.
+        if Instant::now() >= end {
+            break;
+        }
         let frame = format!(
             r#"{{"type":"send","txn":"{n}","body":{{"t":{},"p":"{pad}"}}}}"#,
             now_us()
@@ -422,10 +456,10 @@ async fn join_all(
             let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
             let room = i % rooms.len();
             let started = Instant::now();
-            let socket = target.join(&rooms[room], &name).await?;
+            let (socket, node) = target.join(&rooms[room], &name).await?;
             let took = started.elapsed().as_micros() as u64;
             let (sink, stream) = socket.split();
-            let reader = spawn_reader(stream, target.baseline, record, stop);
+            let reader = spawn_reader(stream, node, target.baseline, record, stop);
             Ok::<_, String>((Member { room, sink, reader }, took))
         }));
     }
@@ -501,6 +535,8 @@ async fn chat(
             sinks.push(sink);
         }
     }
+    // A part of a spread run without senders reads for as long as the others send.
+    tokio::time::sleep_until((started + Duration::from_secs_f64(seconds)).into()).await;
     let elapsed = started.elapsed().as_secs_f64();
     tokio::time::sleep(settle).await;
     crowd.stop.cancel();
@@ -516,69 +552,329 @@ fn cpu_delta(a: Option<ProcStat>, b: Option<ProcStat>) -> Option<f64> {
     Some(b?.cpu_s - a?.cpu_s)
 }
 
-async fn fanout(
-    target: Arc<Target>,
+/// What a `fanout`'s members saw, in a form the processes of a spread run add up: messages sent
+/// and members per room, and the latencies the members of each node saw.
+#[derive(Default, Serialize, Deserialize)]
+struct Outcome {
+    sent: HashMap<usize, u64>,
+    sizes: HashMap<usize, u64>,
+    latencies: Vec<Vec<u64>>,
+    failed: usize,
+    elapsed: f64,
+    generator_cpu_s: f64,
+}
+
+impl Outcome {
+    fn joined(crowd: &Crowd) -> Self {
+        let mut sizes = HashMap::new();
+        for m in &crowd.members {
+            *sizes.entry(m.room).or_default() += 1;
+        }
+        Self {
+            sizes,
+            failed: crowd.failed,
+            ..Self::default()
+        }
+    }
+
+    fn chatted(sent: HashMap<usize, u64>, seen: Vec<Seen>, elapsed: f64, cpu: f64) -> Self {
+        let mut latencies: Vec<Vec<u64>> = Vec::new();
+        for s in seen {
+            if latencies.len() <= s.node {
+                latencies.resize_with(s.node + 1, Vec::new);
+            }
+            latencies[s.node].extend(s.latencies);
+        }
+        Self {
+            sent,
+            latencies,
+            elapsed,
+            generator_cpu_s: cpu,
+            ..Self::default()
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (room, n) in other.sent {
+            *self.sent.entry(room).or_default() += n;
+        }
+        for (room, n) in other.sizes {
+            *self.sizes.entry(room).or_default() += n;
+        }
+        if self.latencies.len() < other.latencies.len() {
+            self.latencies.resize_with(other.latencies.len(), Vec::new);
+        }
+        for (mine, theirs) in self.latencies.iter_mut().zip(other.latencies) {
+            mine.extend(theirs);
+        }
+        self.failed += other.failed;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.generator_cpu_s += other.generator_cpu_s;
+    }
+}
+
+/// The server's nodes and Redis, read at one moment.
+struct Snapshot {
+    nodes: Vec<Option<ProcStat>>,
+    redis: Option<ProcStat>,
+}
+
+impl Snapshot {
+    fn take(target: &Target) -> Self {
+        Self {
+            nodes: target.nodes(),
+            redis: target.redis(),
+        }
+    }
+}
+
+/// A `fanout`'s parameters, as given.
+#[derive(Clone, Copy)]
+struct Fanout {
     clients: usize,
     rooms: usize,
     senders: usize,
     rate: f64,
     seconds: u64,
-) {
-    let room_list = Arc::new(target.rooms(rooms).await);
-    let crowd = join_all(&target, &room_list, clients, 256, "m").await;
-    let failed = crowd.failed;
-    let mut room_sizes: HashMap<usize, u64> = HashMap::new();
-    for m in &crowd.members {
-        *room_sizes.entry(m.room).or_default() += 1;
-    }
+    processes: usize,
+}
+
+async fn fanout(target: Arc<Target>, run: Fanout) {
+    let room_list = Arc::new(target.rooms(run.rooms).await);
+    let crowd = join_all(&target, &room_list, run.clients, 256, "m").await;
+    let mut outcome = Outcome::joined(&crowd);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (server0, gen0) = (target.server(), own_cpu());
-    let (nodes0, redis0) = (target.nodes(), target.redis());
-    let (per_room, seen, elapsed) = chat(
+    let (before, gen0) = (Snapshot::take(&target), own_cpu());
+    let (sent, seen, elapsed) = chat(
         crowd,
-        senders,
-        rate,
-        seconds as f64,
+        run.senders,
+        run.rate,
+        run.seconds as f64,
         0,
         Duration::from_secs(2),
     )
     .await;
-    let (server1, gen1) = (target.server(), own_cpu());
-    let (nodes1, redis1) = (target.nodes(), target.redis());
-    let node_cpu: Vec<Option<f64>> = nodes0
-        .into_iter()
-        .zip(nodes1)
-        .map(|(a, b)| cpu_delta(a, b))
-        .collect();
-    let redis_cpu = cpu_delta(redis0, redis1);
-    let sent: u64 = per_room.values().sum();
-    let expected: u64 = per_room
+    let after = Snapshot::take(&target);
+    outcome.merge(Outcome::chatted(sent, seen, elapsed, own_cpu() - gen0));
+    report_fanout(&target, run, outcome, &before, &after);
+}
+
+/// `fanout` over several generator processes: this one creates the rooms, starts the parts,
+/// tells them all to chat at once when every member has joined, and reads the server.
+async fn fanout_spread(target: Arc<Target>, server: &str, run: Fanout) {
+    let room_list = target.rooms(run.rooms).await;
+    let parts = spawn_parts(
+        server,
+        &room_list,
+        run.clients,
+        run.processes,
+        |part, share| {
+            let senders = if part == 0 { run.senders } else { 0 };
+            vec![
+                "fanout-part".into(),
+                format!("--clients={share}"),
+                format!("--part={part}"),
+                format!("--senders={senders}"),
+                format!("--rate={}", run.rate),
+                format!("--seconds={}", run.seconds),
+            ]
+        },
+    );
+    let mut parts = match parts {
+        Ok(parts) => parts,
+        Err(e) => return eprintln!("fanout: {e}"),
+    };
+    let mut outcome = Outcome::default();
+    for part in &mut parts {
+        outcome.merge(part.outcome().await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = Snapshot::take(&target);
+    for part in &mut parts {
+        part.go().await;
+    }
+    for part in &mut parts {
+        outcome.merge(part.outcome().await);
+    }
+    let after = Snapshot::take(&target);
+    for part in parts {
+        part.end().await;
+    }
+    report_fanout(&target, run, outcome, &before, &after);
+}
+
+/// One part of [`fanout_spread`].
+async fn fanout_part(target: Arc<Target>, run: Fanout, part: usize) {
+    let Some(rooms) = rooms_from_env() else {
+        return eprintln!("fanout-part: no rooms in LOADGEN_ROOMS");
+    };
+    let crowd = join_all(&target, &rooms, run.clients, 256, &format!("p{part}-")).await;
+    println!("{}", json!(Outcome::joined(&crowd)));
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .lines()
+        .next_line()
+        .await;
+    let gen0 = own_cpu();
+    let (sent, seen, elapsed) = chat(
+        crowd,
+        run.senders,
+        run.rate,
+        run.seconds as f64,
+        0,
+        Duration::from_secs(2),
+    )
+    .await;
+    let outcome = Outcome::chatted(sent, seen, elapsed, own_cpu() - gen0);
+    println!("{}", json!(outcome));
+}
+
+fn report_fanout(
+    target: &Target,
+    run: Fanout,
+    outcome: Outcome,
+    before: &Snapshot,
+    after: &Snapshot,
+) {
+    let Fanout {
+        clients,
+        rooms,
+        senders,
+        rate,
+        seconds,
+        processes,
+    } = run;
+    let node_cpu: Vec<Option<f64>> = before
+        .nodes
         .iter()
-        .map(|(r, n)| n * room_sizes.get(r).copied().unwrap_or(0))
+        .zip(&after.nodes)
+        .map(|(a, b)| cpu_delta(*a, *b))
+        .collect();
+    let server_cpu: Option<f64> = if node_cpu.is_empty() {
+        None
+    } else {
+        node_cpu.iter().copied().sum()
+    };
+    let redis_cpu = cpu_delta(before.redis, after.redis);
+    let sent: u64 = outcome.sent.values().sum();
+    let expected: u64 = outcome
+        .sent
+        .iter()
+        .map(|(r, n)| n * outcome.sizes.get(r).copied().unwrap_or(0))
         .sum();
-    let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
-    let received = lat.len() as u64;
-    let server_cpu = cpu_delta(server0, server1);
-    let per_delivery = server_cpu.map(|c| c * 1e6 / received.max(1) as f64);
-    let latency = percentiles(lat);
+    let received: u64 = outcome.latencies.iter().map(|l| l.len() as u64).sum();
+    let per_delivery =
+        |cpu: Option<f64>, deliveries: u64| cpu.map(|c| c * 1e6 / deliveries.max(1) as f64);
+    let nodes: Vec<serde_json::Value> = outcome
+        .latencies
+        .iter()
+        .enumerate()
+        .map(|(i, lat)| {
+            let cpu = node_cpu.get(i).copied().flatten();
+            json!({
+                "received": lat.len(), "latency": percentiles(lat.clone()), "cpu_s": cpu,
+                "cpu_us_per_delivery": per_delivery(cpu, lat.len() as u64),
+            })
+        })
+        .collect();
+    let server_delivery = per_delivery(server_cpu, received);
+    let latency = percentiles(outcome.latencies.into_iter().flatten().collect());
+    let elapsed = outcome.elapsed.max(f64::EPSILON);
     let summary = format!(
         "fanout{}: {clients} clients in {rooms} rooms, {senders} senders, {rate} msg/s for {seconds} s: {received}/{expected} delivered ({} lost), {:.0} deliveries/s; latency p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; server CPU {}; generator CPU {:.2} s",
         if target.baseline { " (baseline)" } else { "" },
         expected.saturating_sub(received),
         received as f64 / elapsed,
         latency["p50_ms"], latency["p99_ms"], latency["p999_ms"], latency["max_ms"],
-        per_delivery.map_or("n/a".into(), |u| format!("{u:.2} µs per delivery")),
-        gen1 - gen0,
+        server_delivery.map_or("n/a".into(), |u| format!("{u:.2} µs per delivery")),
+        outcome.generator_cpu_s,
     );
+    let peak_rss: Option<u64> = after.nodes.iter().map(|n| n.map(|s| s.hwm_kb)).sum();
     let line = json!({
         "baseline": target.baseline, "clients": clients, "rooms": rooms, "senders": senders, "rate": rate,
-        "seconds": seconds, "join_failures": failed, "sent": sent, "expected": expected, "received": received,
-        "loss": expected.saturating_sub(received), "deliveries_per_s": received as f64 / elapsed, "latency": latency,
-        "server_cpu_s": server_cpu, "server_cpu_us_per_delivery": per_delivery,
-        "server_peak_rss_kb": server1.map(|s| s.hwm_kb), "generator_cpu_s": gen1 - gen0,
-        "node_cpu_s": node_cpu, "redis_cpu_s": redis_cpu,
+        "seconds": seconds, "processes": processes, "join_failures": outcome.failed, "sent": sent,
+        "expected": expected, "received": received, "loss": expected.saturating_sub(received),
+        "deliveries_per_s": received as f64 / elapsed, "latency": latency,
+        "server_cpu_s": server_cpu, "server_cpu_us_per_delivery": server_delivery,
+        "server_peak_rss_kb": peak_rss, "generator_cpu_s": outcome.generator_cpu_s,
+        "node_cpu_s": node_cpu, "nodes": nodes, "redis_cpu_s": redis_cpu,
     });
     report("fanout", line, summary);
+}
+
+/// The rooms a part joins, from its parent.
+fn rooms_from_env() -> Option<Arc<Vec<(String, String)>>> {
+    let rooms: Vec<(String, String)> = std::env::var("LOADGEN_ROOMS")
+        .ok()
+        .and_then(|r| serde_json::from_str(&r).ok())?;
+    (!rooms.is_empty()).then(|| Arc::new(rooms))
+}
+
+/// A generator process started by this one; it speaks one JSON line per step.
+struct Part {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Part {
+    async fn said(&mut self) -> serde_json::Value {
+        self.lines
+            .next_line()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| serde_json::from_str(&l).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    async fn outcome(&mut self) -> Outcome {
+        serde_json::from_value(self.said().await).unwrap_or_default()
+    }
+
+    /// The next step: a line on its stdin.
+    async fn go(&mut self) {
+        use tokio::io::AsyncWriteExt as _;
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n").await;
+            let _ = stdin.flush().await;
+        }
+    }
+
+    /// Closes its stdin (its last step) and waits for it to end.
+    async fn end(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Starts `processes` parts, sharing `clients` members out and handing each the rooms; `args`
+/// gives a part's subcommand from its number and share.
+fn spawn_parts(
+    server: &str,
+    rooms: &[(String, String)],
+    clients: usize,
+    processes: usize,
+    args: impl Fn(usize, usize) -> Vec<String>,
+) -> Result<Vec<Part>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut parts = Vec::new();
+    for part in 0..processes {
+        let share = clients / processes + usize::from(part < clients % processes);
+        let mut child = tokio::process::Command::new(&exe)
+            .arg(format!("--server={server}"))
+            .args(args(part, share))
+            .env("LOADGEN_ROOMS", json!(rooms).to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting part {part}: {e}"))?;
+        let out = child.stdout.take().ok_or("a part without stdout")?;
+        parts.push(Part {
+            child,
+            lines: tokio::io::BufReader::new(out).lines(),
+        });
+    }
+    Ok(parts)
 }
 
 /// `idle` over several generator processes: this one creates the rooms and reads the server,
@@ -591,48 +887,23 @@ async fn idle_spread(
     seconds: u64,
     processes: usize,
 ) {
-    use tokio::io::{AsyncBufReadExt as _, BufReader};
-
     let room_list = target.rooms(rooms).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = target.server();
-    let Ok(exe) = std::env::current_exe() else {
-        return eprintln!("idle: cannot find this program to start its parts");
-    };
-    let mut parts = Vec::new();
-    for part in 0..processes {
-        let share = clients / processes + usize::from(part < clients % processes);
-        let child = tokio::process::Command::new(&exe)
-            .args([
-                "--server",
-                server,
-                "idle-part",
-                "--clients",
-                &share.to_string(),
-            ])
-            .args(["--part", &part.to_string()])
-            .env("LOADGEN_ROOMS", json!(room_list).to_string())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Ok(mut child) => {
-                let Some(out) = child.stdout.take() else {
-                    return;
-                };
-                parts.push((child, BufReader::new(out).lines()));
-            }
-            Err(e) => return eprintln!("idle: starting part {part}: {e}"),
-        }
-    }
-    let read = |line: Option<String>| -> serde_json::Value {
-        line.and_then(|l| serde_json::from_str(&l).ok())
-            .unwrap_or(serde_json::Value::Null)
+    let parts = spawn_parts(server, &room_list, clients, processes, |part, share| {
+        vec![
+            "idle-part".into(),
+            format!("--clients={share}"),
+            format!("--part={part}"),
+        ]
+    });
+    let mut parts = match parts {
+        Ok(parts) => parts,
+        Err(e) => return eprintln!("idle: {e}"),
     };
     let (mut joined, mut failed) = (0, 0);
-    for (_, lines) in &mut parts {
-        let said = read(lines.next_line().await.ok().flatten());
+    for part in &mut parts {
+        let said = part.said().await;
         joined += said["joined"].as_u64().unwrap_or(0);
         failed += said["failed"].as_u64().unwrap_or(0);
     }
@@ -640,11 +911,11 @@ async fn idle_spread(
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = target.server();
     let mut generator_cpu = Vec::new();
-    for (mut child, mut lines) in parts {
-        drop(child.stdin.take());
-        let said = read(lines.next_line().await.ok().flatten());
+    for mut part in parts {
+        part.go().await;
+        let said = part.said().await;
         generator_cpu.push(said["generator_cpu_s"].as_f64().unwrap_or(f64::NAN));
-        let _ = child.wait().await;
+        part.end().await;
     }
     let per_conn = before
         .zip(after)
@@ -667,30 +938,19 @@ async fn idle_spread(
 
 /// One part of [`idle_spread`].
 async fn idle_part(target: Arc<Target>, clients: usize, part: usize) {
-    use tokio::io::AsyncReadExt as _;
-
-    let rooms: Vec<(String, String)> = std::env::var("LOADGEN_ROOMS")
-        .ok()
-        .and_then(|r| serde_json::from_str(&r).ok())
-        .unwrap_or_default();
-    if rooms.is_empty() {
+    let Some(rooms) = rooms_from_env() else {
         return eprintln!("idle-part: no rooms in LOADGEN_ROOMS");
-    }
-    let crowd = join_all(
-        &target,
-        &Arc::new(rooms),
-        clients,
-        256,
-        &format!("p{part}-"),
-    )
-    .await;
+    };
+    let crowd = join_all(&target, &rooms, clients, 256, &format!("p{part}-")).await;
     println!(
         "{}",
         json!({ "joined": crowd.members.len(), "failed": crowd.failed })
     );
-    // Held until the parent closes our stdin.
-    let mut rest = Vec::new();
-    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    // Held until the parent says so.
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .lines()
+        .next_line()
+        .await;
     println!("{}", json!({ "generator_cpu_s": own_cpu() }));
     drop(crowd);
 }
@@ -840,7 +1100,7 @@ async fn slow_reader(target: Arc<Target>, members: usize, rate: f64, bytes: usiz
     let room_list = Arc::new(target.rooms(1).await);
     let crowd = join_all(&target, &room_list, members, 64, "o").await;
     let slow_socket = match target.join(&room_list[0], "slow").await {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(e) => return eprintln!("slow member could not join: {e}"),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1032,7 +1292,39 @@ fn main() -> std::process::ExitCode {
                 senders,
                 rate,
                 seconds,
-            } => fanout(target, clients, rooms, senders, rate, seconds).await,
+                processes,
+            } => {
+                let run = Fanout {
+                    clients,
+                    rooms,
+                    senders,
+                    rate,
+                    seconds,
+                    processes: processes.max(1),
+                };
+                if run.processes == 1 {
+                    fanout(target, run).await
+                } else {
+                    fanout_spread(target, &cli.server.join(","), run).await
+                }
+            }
+            Scenario::FanoutPart {
+                clients,
+                part,
+                senders,
+                rate,
+                seconds,
+            } => {
+                let run = Fanout {
+                    clients,
+                    rooms: 0,
+                    senders,
+                    rate,
+                    seconds,
+                    processes: 1,
+                };
+                fanout_part(target, run, part).await
+            }
             Scenario::Idle {
                 clients,
                 rooms,
