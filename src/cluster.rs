@@ -124,6 +124,15 @@ end
 return 0
 ";
 
+/// Drops a claim if it is still exactly `ARGV[2]` (the sweep after an outage: a claim taken
+/// again between reading and dropping stays).
+const DROP_IF_SAME: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
 /// How long the claims on a room's names outlive the last claim or heartbeat that renewed them.
 const NAMES_TTL_SECS: u64 = 3600;
 
@@ -311,13 +320,53 @@ enum Outgoing {
 enum Subscription {
     Subscribe(String, oneshot::Sender<Result<(), ClusterError>>),
     Unsubscribe(String),
+    /// The subscriber was made anew: every channel again.
+    Renew,
+}
+
+/// The node's two connections to Redis: one for commands, one that receives what is published.
+#[derive(Clone)]
+struct Connections {
+    commands: ConnectionManager,
+    subscriber: ConnectionManager,
+}
+
+impl Connections {
+    async fn open(
+        client: &redis::Client,
+        pushes: mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> redis::RedisResult<Self> {
+        let settings = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_max_delay(Duration::from_secs(2))
+        };
+        let commands = client
+            .get_connection_manager_with_config(settings())
+            .await?;
+        let subscriber = client
+            .get_connection_manager_with_config(
+                settings()
+                    .set_push_sender(pushes)
+                    .set_automatic_resubscription(),
+            )
+            .await?;
+        Ok(Self {
+            commands,
+            subscriber,
+        })
+    }
 }
 
 pub struct Cluster {
     /// This node, for the others: random at each start.
     node: u64,
     pepper: Pepper,
-    commands: ConnectionManager,
+    client: redis::Client,
+    /// Where the subscriber's pushes go, for a subscriber made anew.
+    pushes: mpsc::UnboundedSender<redis::PushInfo>,
+    connections: std::sync::RwLock<Connections>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     deletions: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Deleted>>>,
     deleted: mpsc::UnboundedSender<Deleted>,
@@ -332,7 +381,15 @@ pub struct Cluster {
     up: AtomicBool,
     /// Set when the node drains: its heartbeat stops.
     stopping: AtomicBool,
+    /// Held while a heartbeat is sent, so that [`Cluster::stop`] takes the heartbeat back after
+    /// the last one has landed rather than before it.
+    beating: tokio::sync::Mutex<()>,
+    /// Rooms where a release of this node's may not have reached Redis (it was down): a claim
+    /// there may outlive its member and keep the name from the other nodes. Swept on heal.
+    unswept: std::sync::Mutex<std::collections::HashSet<String>>,
     up_gauge: prometheus::IntGauge,
+    /// The members here are counted as recipients of what other nodes' members say too.
+    bytes_relayed: prometheus::IntCounter,
     publish: Script,
     claim: Script,
 }
@@ -344,26 +401,11 @@ impl Cluster {
     pub async fn connect(
         url: &str,
         pepper: Pepper,
-        up_gauge: prometheus::IntGauge,
+        metrics: &crate::telemetry::Metrics,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = redis::Client::open(with_resp3(url))?;
-        let settings = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_max_delay(Duration::from_secs(2))
-        };
-        let commands = client
-            .get_connection_manager_with_config(settings())
-            .await?;
         let (pushes, incoming) = mpsc::unbounded_channel();
-        let subscriber = client
-            .get_connection_manager_with_config(
-                settings()
-                    .set_push_sender(pushes)
-                    .set_automatic_resubscription(),
-            )
-            .await?;
+        let connections = Connections::open(&client, pushes.clone()).await?;
         let (subscriptions, requests) = mpsc::unbounded_channel();
         let (outgoing, to_send) = mpsc::unbounded_channel();
         let (deleted, deletions) = mpsc::unbounded_channel();
@@ -374,14 +416,19 @@ impl Cluster {
             outgoing,
             deletions: std::sync::Mutex::new(Some(deletions)),
             deleted,
-            commands,
+            client,
+            pushes,
+            connections: std::sync::RwLock::new(connections),
             subscriptions,
             rooms: DashMap::new(),
             pending: DashMap::new(),
             registered,
             up: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
-            up_gauge,
+            beating: tokio::sync::Mutex::new(()),
+            unswept: std::sync::Mutex::default(),
+            up_gauge: metrics.cluster_up.clone(),
+            bytes_relayed: metrics.bytes_relayed.clone(),
             publish: Script::new(PUBLISH_SEQUENCED),
             claim: Script::new(CLAIM),
         });
@@ -390,14 +437,10 @@ impl Cluster {
             .subscriptions
             .send(Subscription::Subscribe(CONTROL.to_owned(), done));
         cluster.up_gauge.set(1);
-        tokio::spawn(watch(Arc::downgrade(&cluster), subscriber.clone()));
-        tokio::spawn(keep_subscriptions(
-            Arc::downgrade(&cluster),
-            subscriber,
-            requests,
-        ));
+        tokio::spawn(watch(Arc::downgrade(&cluster)));
+        tokio::spawn(keep_subscriptions(Arc::downgrade(&cluster), requests));
         tokio::spawn(receive(Arc::downgrade(&cluster), incoming, registrations));
-        tokio::spawn(send_out(cluster.commands.clone(), to_send));
+        tokio::spawn(send_out(Arc::downgrade(&cluster), to_send));
         subscribed.await.unwrap_or(Ok(()))?;
         // Alive before the first join: a claim checks its owner's heartbeat.
         redis::cmd("SET")
@@ -405,9 +448,40 @@ impl Cluster {
             .arg(1)
             .arg("EX")
             .arg(NODE_TTL_SECS)
-            .query_async::<()>(&mut cluster.commands.clone())
+            .query_async::<()>(&mut cluster.commands())
             .await?;
         Ok(cluster)
+    }
+
+    fn commands(&self) -> ConnectionManager {
+        self.connections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .commands
+            .clone()
+    }
+
+    fn subscriber(&self) -> ConnectionManager {
+        self.connections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscriber
+            .clone()
+    }
+
+    /// Makes both connections anew. A connection manager reconnects after an I/O error only:
+    /// one whose reconnection failed otherwise (Redis answered `NOAUTH` or `LOADING`) keeps
+    /// that failure for good, and the node would stay cut off after Redis is back.
+    async fn reconnect(&self) {
+        let opened = tokio::time::timeout(
+            RECONNECT_WITHIN,
+            Connections::open(&self.client, self.pushes.clone()),
+        )
+        .await;
+        if let Ok(Ok(connections)) = opened {
+            *self.connections.write().unwrap_or_else(|e| e.into_inner()) = connections;
+            let _ = self.subscriptions.send(Subscription::Renew);
+        }
     }
 
     pub fn node(&self) -> u64 {
@@ -447,7 +521,7 @@ impl Cluster {
             .arg(NAMES_TTL_SECS)
             .arg(NODE_PREFIX)
             .arg(session.map_or_else(String::new, |s| self.pepper.session_tag(&s.encode())))
-            .invoke_async::<String>(&mut self.commands.clone())
+            .invoke_async::<String>(&mut self.commands())
             .await;
         Ok(match self.checked(answer)?.as_str() {
             "mine" => Claim::Mine,
@@ -469,7 +543,7 @@ impl Cluster {
         let answer = redis::pipe()
             .get(&key)
             .pttl(&key)
-            .query_async::<(Option<u64>, i64)>(&mut self.commands.clone())
+            .query_async::<(Option<u64>, i64)>(&mut self.commands())
             .await;
         match self.checked(answer) {
             Ok((Some(failed), wait_ms)) if failed >= u64::from(limit) => {
@@ -531,7 +605,7 @@ impl Cluster {
         for node in &nodes {
             alive.exists(format!("{NODE_PREFIX}{node}"));
         }
-        let answers: Vec<bool> = alive.query_async(&mut self.commands.clone()).await?;
+        let answers: Vec<bool> = alive.query_async(&mut self.commands()).await?;
         for (node, _) in nodes.iter().zip(answers).filter(|(_, alive)| !alive) {
             log::warn!("cluster: a node stopped beating; its members leave");
             for room in &rooms {
@@ -543,31 +617,76 @@ impl Cluster {
         Ok(())
     }
 
-    /// Back after an outage: this node's members claim their names again, and every node hears
-    /// who is here and says who it has.
+    /// Back after an outage: this node's members claim their names again (with the tokens they
+    /// hold now), the claims of members who left meanwhile go, and every node hears who is here
+    /// and says who it has.
     async fn rejoin(&self) {
         let raise = Script::new(RAISE_SEQ);
-        for room in self.live_rooms() {
-            let tag = &room.record.id_hash;
-            let raised = raise
-                .key(seq_key(tag))
-                .arg(room.next_seq().saturating_sub(1))
-                .arg(SEQ_TTL_SECS)
-                .invoke_async::<i64>(&mut self.commands.clone())
-                .await;
-            if raised.is_err() {
+        let release = Script::new(RELEASE);
+        let rooms = self.live_rooms();
+        let unswept: Vec<String> = std::mem::take(&mut *self.lock_unswept())
+            .into_iter()
+            .filter(|tag| self.live_room(tag).is_none())
+            .collect();
+        for tag in &unswept {
+            if let Err(e) = self.sweep(tag, &Default::default()).await {
+                log::warn!("cluster: letting go of claims: {e}");
+                self.lock_unswept().extend(unswept);
                 return;
             }
-            for (name, token) in room.local_claims() {
-                match self.claim(tag, &name, &token, Some(&token), 0).await {
-                    Ok(Claim::Taken) => {
-                        log::warn!(
-                            "cluster: a name held here was taken elsewhere during an outage"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
+        }
+        for room in rooms {
+            let tag = &room.record.id_hash;
+            let claims = room.local_claims();
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.claim)
+                .ignore()
+                .load_script(&release)
+                .ignore()
+                .load_script(&raise)
+                .ignore()
+                .invoke_script(
+                    raise
+                        .key(seq_key(tag))
+                        .arg(room.next_seq().saturating_sub(1))
+                        .arg(SEQ_TTL_SECS),
+                )
+                .ignore();
+            let mut fields = std::collections::HashSet::new();
+            for (name, token) in &claims {
+                let field = self.pepper.name_tag(tag, name.key());
+                let session = self.pepper.session_tag(&token.encode());
+                pipe.invoke_script(
+                    self.claim
+                        .key(names_key(tag))
+                        .arg(&field)
+                        .arg(self.node)
+                        .arg(&session)
+                        .arg(0)
+                        .arg(NAMES_TTL_SECS)
+                        .arg(NODE_PREFIX)
+                        .arg(&session),
+                )
+                .invoke_script(
+                    release
+                        .key(names_key(tag))
+                        .arg(&field)
+                        .arg(self.node)
+                        .arg(&session),
+                )
+                .ignore();
+                fields.insert(field);
+            }
+            let answers = pipe.query_async::<Vec<String>>(&mut self.commands()).await;
+            match answers {
+                Ok(answers) if answers.iter().any(|a| a == "taken") => {
+                    log::warn!("cluster: a name held here was taken elsewhere during an outage");
                 }
+                Ok(_) => {}
+                Err(e) => return log::warn!("cluster: claiming again: {e}"),
+            }
+            if let Err(e) = self.sweep(tag, &fields).await {
+                return log::warn!("cluster: letting go of claims: {e}");
             }
             room.announce_roster(self.node);
             let _ = self.deleted.send(Deleted {
@@ -576,6 +695,41 @@ impl Cluster {
                 check: true,
             });
         }
+    }
+
+    /// Lets go of this node's claims in the room `tag` other than `keep` (the fields of the
+    /// members it has there now): their members left while Redis could not hear it. A claim
+    /// taken again meanwhile (another value) stays.
+    async fn sweep(
+        &self,
+        tag: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> redis::RedisResult<()> {
+        let key = names_key(tag);
+        let held: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.commands())
+            .await?;
+        let mine = format!("{}:", self.node);
+        let stale = Script::new(DROP_IF_SAME);
+        let mut pipe = redis::pipe();
+        pipe.load_script(&stale).ignore();
+        let mut any = false;
+        for (field, value) in held {
+            if value.starts_with(&mine) && !keep.contains(&field) {
+                pipe.invoke_script(stale.key(&key).arg(field).arg(value))
+                    .ignore();
+                any = true;
+            }
+        }
+        if any {
+            pipe.query_async::<()>(&mut self.commands()).await?;
+        }
+        Ok(())
+    }
+
+    fn lock_unswept(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.unswept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A room was deleted here: every other node tears it down too, and its keys go.
@@ -595,7 +749,7 @@ impl Cluster {
             .ignore()
             .publish(CONTROL, control)
             .ignore()
-            .query_async::<()>(&mut self.commands.clone())
+            .query_async::<()>(&mut self.commands())
             .await;
         self.checked(result)
     }
@@ -609,9 +763,10 @@ impl Cluster {
     /// free their names) within a second rather than when the heartbeat would have lapsed.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        let _beat = self.beating.lock().await;
         let result = redis::cmd("DEL")
             .arg(format!("{NODE_PREFIX}{}", self.node))
-            .query_async::<()>(&mut self.commands.clone())
+            .query_async::<()>(&mut self.commands())
             .await;
         if let Err(e) = result {
             log::warn!("cluster: the heartbeat could not be taken back: {e}");
@@ -725,7 +880,7 @@ impl Cluster {
             .arg(encode(event))
             .arg(SEQ_TTL_SECS)
             .arg(room.next_seq())
-            .invoke_async::<u64>(&mut self.commands.clone())
+            .invoke_async::<u64>(&mut self.commands())
             .await;
         self.checked(result).map(drop)
     }
@@ -736,7 +891,7 @@ impl Cluster {
         let result = redis::cmd("PUBLISH")
             .arg(channel(&room.record.id_hash))
             .arg(payload)
-            .query_async::<i64>(&mut self.commands.clone())
+            .query_async::<i64>(&mut self.commands())
             .await;
         self.checked(result).map(drop)
     }
@@ -788,7 +943,8 @@ impl Cluster {
             log::warn!("cluster: an event on a room channel that this version cannot read");
             return;
         };
-        room.apply(seq, &event, self.node);
+        let bytes = room.apply(seq, &event, self.node);
+        self.bytes_relayed.inc_by(bytes as u64);
     }
 }
 
@@ -796,7 +952,6 @@ impl Cluster {
 /// a time, so that a room let go and made live again ends subscribed.
 async fn keep_subscriptions(
     cluster: Weak<Cluster>,
-    mut subscriber: ConnectionManager,
     mut requests: mpsc::UnboundedReceiver<Subscription>,
 ) {
     let mut subscribed = std::collections::HashSet::new();
@@ -816,7 +971,7 @@ async fn keep_subscriptions(
                         cluster.pending.entry(tag.to_owned()).or_default();
                     }
                 }
-                let result = cluster.checked(subscriber.subscribe(&channel).await);
+                let result = cluster.checked(cluster.subscriber().subscribe(&channel).await);
                 if result.is_ok() {
                     subscribed.insert(channel);
                 }
@@ -826,11 +981,23 @@ async fn keep_subscriptions(
                 let tag = channel.strip_prefix(CHANNEL_PREFIX).unwrap_or_default();
                 if !cluster.rooms.contains_key(tag)
                     && cluster
-                        .checked(subscriber.unsubscribe(&channel).await)
+                        .checked(cluster.subscriber().unsubscribe(&channel).await)
                         .is_ok()
                 {
                     subscribed.remove(&channel);
                     cluster.pending.remove(tag);
+                }
+            }
+            Subscription::Renew => {
+                let mut subscriber = cluster.subscriber();
+                for channel in &subscribed {
+                    if cluster
+                        .checked(subscriber.subscribe(channel).await)
+                        .is_err()
+                    {
+                        // Down again: the next reconnection renews them.
+                        break;
+                    }
                 }
             }
         }
@@ -876,14 +1043,16 @@ async fn receive(
 /// reconnects when a command on it fails, and gives up after a few tries until the next one
 /// fails: without these pings the subscriber, which sends nothing while its rooms stay the
 /// same, would stay deaf after a long outage.
-async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
+async fn watch(cluster: Weak<Cluster>) {
     let mut tick = 0u32;
+    let mut down_for = 0u32;
     let mut judge_after = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
+        let beat_lock = cluster.beating.lock().await;
         if cluster.stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -897,13 +1066,18 @@ async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
                     .ignore();
             }
         }
-        let commands = beat.query_async::<()>(&mut cluster.commands.clone()).await;
+        let commands = beat.query_async::<()>(&mut cluster.commands()).await;
+        drop(beat_lock);
         let pubsub = redis::cmd("PING")
-            .query_async::<redis::Value>(&mut subscriber)
+            .query_async::<redis::Value>(&mut cluster.subscriber())
             .await;
         let up = commands.is_ok() && pubsub.is_ok();
         let was_up = cluster.is_up();
         cluster.set_up(up);
+        down_for = if up { 0 } else { down_for + 1 };
+        if down_for > 0 && down_for.is_multiple_of(RECONNECT_EVERY) {
+            cluster.reconnect().await;
+        }
         if up && !was_up {
             cluster.rejoin().await;
             // A Redis that restarted empty lost every heartbeat: give the other nodes a
@@ -918,40 +1092,64 @@ async fn watch(cluster: Weak<Cluster>, mut subscriber: ConnectionManager) {
     }
 }
 
-/// Publishes and releases in the order they were posted.
-async fn send_out(mut commands: ConnectionManager, mut work: mpsc::UnboundedReceiver<Outgoing>) {
+/// After how many heartbeats without Redis, and then how often, the connections are made anew
+/// (past the connection managers' own reconnect attempts, about 10 s).
+const RECONNECT_EVERY: u32 = 15;
+
+/// How long making the connections anew may take before the next heartbeat.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(3);
+
+/// How many posted jobs go to Redis in one pipeline.
+const BATCH_MAX: usize = 256;
+
+/// Publishes and releases in the order they were posted, everything queued in one pipeline
+/// (one round trip instead of one per job: a join storm posts a notice per join).
+async fn send_out(cluster: Weak<Cluster>, mut work: mpsc::UnboundedReceiver<Outgoing>) {
     let release = Script::new(RELEASE);
     let count_failure = Script::new(COUNT_FAILURE);
-    while let Some(job) = work.recv().await {
-        let result = match job {
-            Outgoing::Publish { channel, payload } => redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut commands)
-                .await
-                .map(drop),
-            Outgoing::Failure { tag } => count_failure
-                .key(failures_key(&tag))
-                .arg(FAILURE_WINDOW.as_secs())
-                .invoke_async::<i64>(&mut commands)
-                .await
-                .map(drop),
-            Outgoing::Release {
-                tag,
-                field,
-                node,
-                session,
-            } => release
-                .key(names_key(&tag))
-                .arg(field)
-                .arg(node)
-                .arg(session)
-                .invoke_async::<i64>(&mut commands)
-                .await
-                .map(drop),
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while work.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
         };
-        if let Err(e) = result {
+        let mut pipe = redis::pipe();
+        if batch.iter().any(|j| !matches!(j, Outgoing::Publish { .. })) {
+            pipe.load_script(&release)
+                .ignore()
+                .load_script(&count_failure)
+                .ignore();
+        }
+        let mut releasing = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Outgoing::Publish { channel, payload } => pipe.publish(channel, payload),
+                Outgoing::Failure { tag } => pipe.invoke_script(
+                    count_failure
+                        .key(failures_key(&tag))
+                        .arg(FAILURE_WINDOW.as_secs()),
+                ),
+                Outgoing::Release {
+                    tag,
+                    field,
+                    node,
+                    session,
+                } => {
+                    pipe.invoke_script(
+                        release
+                            .key(names_key(&tag))
+                            .arg(field)
+                            .arg(node)
+                            .arg(session),
+                    );
+                    releasing.push(tag);
+                    &mut pipe
+                }
+            }
+            .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut cluster.commands()).await {
             log::warn!("cluster: {e}");
+            cluster.lock_unswept().extend(releasing);
         }
     }
 }

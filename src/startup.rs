@@ -162,9 +162,7 @@ impl Application {
         let store = open_store(&config).await?;
         let pepper = Pepper::load_or_create(config.pepper.as_deref(), &config.data_dir)?;
         let cluster = match &config.redis_url {
-            Some(url) => {
-                Some(Cluster::connect(url, pepper.clone(), metrics.cluster_up.clone()).await?)
-            }
+            Some(url) => Some(Cluster::connect(url, pepper.clone(), &metrics).await?),
             None => None,
         };
         let threads = if config.hash_threads == 0 {

@@ -856,25 +856,51 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// What `redis-cli` prints for `args`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_as(None, args)
+    }
+
+    fn cli_as(&self, password: Option<&str>, args: &[&str]) -> String {
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some(password) = password {
+            cli.args(["-a", password, "--no-auth-warning"]);
+        }
+        let out = cli.args(args).output().expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Every key Redis holds, with what it holds, as `redis-cli` prints them.
     pub fn dump(&self) -> String {
-        let cli = |args: &[&str]| {
-            let out = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string()])
-                .args(args)
-                .output()
-                .expect("redis-cli runs");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
         let mut dump = String::new();
-        for key in cli(&["--scan"]).lines() {
+        for key in self.cli(&["--scan"]).lines() {
             dump.push_str(key);
             dump.push('\n');
-            dump.push_str(&cli(&["dump", key]));
+            dump.push_str(&self.cli(&["dump", key]));
         }
         dump
     }
+
+    /// Cuts the nodes off a Redis that keeps running with its keys, as a network partition
+    /// would: it asks for a password they do not have, and drops their connections.
+    pub fn partition(&self) {
+        self.cli(&["config", "set", "requirepass", PARTITION_PASSWORD]);
+        let authed = Some(PARTITION_PASSWORD);
+        self.cli_as(authed, &["client", "kill", "type", "normal"]);
+        self.cli_as(authed, &["client", "kill", "type", "pubsub"]);
+    }
+
+    /// Ends a [`RedisServer::partition`]: the nodes get back in by themselves.
+    pub fn heal(&self) {
+        self.cli_as(
+            Some(PARTITION_PASSWORD),
+            &["config", "set", "requirepass", ""],
+        );
+    }
 }
+
+const PARTITION_PASSWORD: &str = "partitioned";
 
 impl Drop for RedisServer {
     fn drop(&mut self) {

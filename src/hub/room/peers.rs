@@ -81,7 +81,8 @@ impl Room {
     /// An event of this room from the cluster: delivered to the members here as it would have
     /// been on one node, `seq` as the cluster assigned it. `me` is this node: its own presence
     /// events come back too, and change nothing.
-    pub fn apply(self: &Arc<Self>, seq: u64, event: &Event<'_>, me: u64) {
+    /// Returns the bytes of `message` and `dm` frames it queued.
+    pub fn apply(self: &Arc<Self>, seq: u64, event: &Event<'_>, me: u64) -> usize {
         let mut state = self.lock();
         match event {
             Event::Message {
@@ -106,7 +107,7 @@ impl Room {
                     body,
                 }
                 .wire();
-                state.deliver(&frame, None);
+                return state.deliver(&frame, None) * frame.len();
             }
             Event::Dm {
                 member,
@@ -136,13 +137,13 @@ impl Room {
                     pubkey: pubkey.clone(),
                 }
                 .wire();
-                for party in [Some(author), (author != target).then_some(target)]
+                return [Some(author), (author != target).then_some(target)]
                     .into_iter()
                     .flatten()
                     .filter_map(|id| state.by_id(id))
-                {
-                    let _ = party.outbox.push(&frame);
-                }
+                    .filter(|party| party.outbox.push(&frame).is_ok())
+                    .count()
+                    * frame.len();
             }
             Event::Typing {
                 member,
@@ -193,6 +194,7 @@ impl Room {
                 }
             }
         }
+        0
     }
 
     /// This node's members, for the others.
