@@ -133,6 +133,9 @@ end
 return 0
 ";
 
+/// How many members' claims go in one pipeline after an outage.
+const CLAIMS_PER_PIPELINE: usize = 1000;
+
 /// How long the claims on a room's names outlive the last claim or heartbeat that renewed them.
 const NAMES_TTL_SECS: u64 = 3600;
 
@@ -320,8 +323,9 @@ enum Outgoing {
 enum Subscription {
     Subscribe(String, oneshot::Sender<Result<(), ClusterError>>),
     Unsubscribe(String),
-    /// The subscriber was made anew: every channel again.
-    Renew,
+    /// Back after an outage: every channel again, in one `SUBSCRIBE` (the subscriber may have
+    /// been made anew, or have missed some), answered when done.
+    Renew(oneshot::Sender<Result<(), ClusterError>>),
 }
 
 /// The node's two connections to Redis: one for commands, one that receives what is published.
@@ -384,6 +388,10 @@ pub struct Cluster {
     /// Held while a heartbeat is sent, so that [`Cluster::stop`] takes the heartbeat back after
     /// the last one has landed rather than before it.
     beating: tokio::sync::Mutex<()>,
+    /// Joins hold it shared from their claim until their member is in the room; a sweep holds it
+    /// alone from reading the claims to dropping the stale ones, so that it never takes a
+    /// claim just made for a member not yet in the room for a stale one.
+    claims_gate: tokio::sync::RwLock<()>,
     /// Rooms where a release of this node's may not have reached Redis (it was down): a claim
     /// there may outlive its member and keep the name from the other nodes. Swept on heal.
     unswept: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -427,6 +435,7 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             beating: tokio::sync::Mutex::new(()),
             unswept: std::sync::Mutex::default(),
+            claims_gate: tokio::sync::RwLock::new(()),
             up_gauge: metrics.cluster_up.clone(),
             bytes_relayed: metrics.bytes_relayed.clone(),
             publish: Script::new(PUBLISH_SEQUENCED),
@@ -480,7 +489,6 @@ impl Cluster {
         .await;
         if let Ok(Ok(connections)) = opened {
             *self.connections.write().unwrap_or_else(|e| e.into_inner()) = connections;
-            let _ = self.subscriptions.send(Subscription::Renew);
         }
     }
 
@@ -617,43 +625,69 @@ impl Cluster {
         Ok(())
     }
 
-    /// Back after an outage: this node's members claim their names again (with the tokens they
-    /// hold now), the claims of members who left meanwhile go, and every node hears who is here
-    /// and says who it has.
+    /// Back after an outage: the channels are subscribed again, this node's members claim their
+    /// names again (with the tokens they hold now), the claims of members who left meanwhile go,
+    /// and every node hears who is here and says who it has. A failure marks Redis down again,
+    /// so that the next heartbeat that gets an answer starts this over.
     async fn rejoin(&self) {
-        let raise = Script::new(RAISE_SEQ);
-        let release = Script::new(RELEASE);
-        let rooms = self.live_rooms();
+        let (done, renewed) = oneshot::channel();
+        let _ = self.subscriptions.send(Subscription::Renew(done));
+        if renewed.await.unwrap_or(Ok(())).is_err() {
+            return;
+        }
         let unswept: Vec<String> = std::mem::take(&mut *self.lock_unswept())
             .into_iter()
-            .filter(|tag| self.live_room(tag).is_none())
             .collect();
-        for tag in &unswept {
-            if let Err(e) = self.sweep(tag, &Default::default()).await {
+        for (i, tag) in unswept.iter().enumerate() {
+            if let Err(e) = self.sweep(tag).await {
                 log::warn!("cluster: letting go of claims: {e}");
-                self.lock_unswept().extend(unswept);
+                self.lock_unswept().extend(unswept[i..].iter().cloned());
                 return;
             }
         }
-        for room in rooms {
+        for room in self.live_rooms() {
+            if let Err(e) = self.claim_again(&room).await {
+                return log::warn!("cluster: claiming again: {e}");
+            }
             let tag = &room.record.id_hash;
-            let claims = room.local_claims();
+            if let Err(e) = self.sweep(tag).await {
+                return log::warn!("cluster: letting go of claims: {e}");
+            }
+            room.announce_roster(self.node);
+            let _ = self.deleted.send(Deleted {
+                tag: tag.clone(),
+                listed: None,
+                check: true,
+            });
+        }
+    }
+
+    /// Raises a room's counter to the numbers given here and claims the names of its members
+    /// here again, with their current tokens: a pipeline per thousand members, not a round
+    /// trip each.
+    async fn claim_again(&self, room: &Room) -> Result<(), ClusterError> {
+        let raise = Script::new(RAISE_SEQ);
+        let release = Script::new(RELEASE);
+        let tag = &room.record.id_hash;
+        let mut pipe = redis::pipe();
+        pipe.load_script(&raise)
+            .ignore()
+            .invoke_script(
+                raise
+                    .key(seq_key(tag))
+                    .arg(room.next_seq().saturating_sub(1))
+                    .arg(SEQ_TTL_SECS),
+            )
+            .ignore();
+        let raised = pipe.query_async::<()>(&mut self.commands()).await;
+        self.checked(raised)?;
+        for chunk in room.local_claims().chunks(CLAIMS_PER_PIPELINE) {
             let mut pipe = redis::pipe();
             pipe.load_script(&self.claim)
                 .ignore()
                 .load_script(&release)
-                .ignore()
-                .load_script(&raise)
-                .ignore()
-                .invoke_script(
-                    raise
-                        .key(seq_key(tag))
-                        .arg(room.next_seq().saturating_sub(1))
-                        .arg(SEQ_TTL_SECS),
-                )
                 .ignore();
-            let mut fields = std::collections::HashSet::new();
-            for (name, token) in &claims {
+            for (name, token) in chunk {
                 let field = self.pepper.name_tag(tag, name.key());
                 let session = self.pepper.session_tag(&token.encode());
                 pipe.invoke_script(
@@ -675,41 +709,33 @@ impl Cluster {
                         .arg(&session),
                 )
                 .ignore();
-                fields.insert(field);
             }
             let answers = pipe.query_async::<Vec<String>>(&mut self.commands()).await;
-            match answers {
-                Ok(answers) if answers.iter().any(|a| a == "taken") => {
-                    log::warn!("cluster: a name held here was taken elsewhere during an outage");
-                }
-                Ok(_) => {}
-                Err(e) => return log::warn!("cluster: claiming again: {e}"),
+            if self.checked(answers)?.iter().any(|a| a == "taken") {
+                log::warn!("cluster: a name held here was taken elsewhere during an outage");
             }
-            if let Err(e) = self.sweep(tag, &fields).await {
-                return log::warn!("cluster: letting go of claims: {e}");
-            }
-            room.announce_roster(self.node);
-            let _ = self.deleted.send(Deleted {
-                tag: tag.clone(),
-                listed: None,
-                check: true,
-            });
         }
+        Ok(())
     }
 
-    /// Lets go of this node's claims in the room `tag` other than `keep` (the fields of the
-    /// members it has there now): their members left while Redis could not hear it. A claim
-    /// taken again meanwhile (another value) stays.
-    async fn sweep(
-        &self,
-        tag: &str,
-        keep: &std::collections::HashSet<String>,
-    ) -> redis::RedisResult<()> {
+    /// Lets go of this node's claims in the room `tag` that no member here holds (they left
+    /// while Redis could not hear the release). A claim taken again between reading and
+    /// dropping (another value) stays.
+    async fn sweep(&self, tag: &str) -> Result<(), ClusterError> {
+        let _alone = self.claims_gate.write().await;
         let key = names_key(tag);
-        let held: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        let held = redis::cmd("HGETALL")
             .arg(&key)
-            .query_async(&mut self.commands())
-            .await?;
+            .query_async::<std::collections::HashMap<String, String>>(&mut self.commands())
+            .await;
+        let held = self.checked(held)?;
+        let keep: std::collections::HashSet<String> = self
+            .live_room(tag)
+            .map(|room| room.local_claims())
+            .unwrap_or_default()
+            .iter()
+            .map(|(name, _)| self.pepper.name_tag(tag, name.key()))
+            .collect();
         let mine = format!("{}:", self.node);
         let stale = Script::new(DROP_IF_SAME);
         let mut pipe = redis::pipe();
@@ -723,9 +749,16 @@ impl Cluster {
             }
         }
         if any {
-            pipe.query_async::<()>(&mut self.commands()).await?;
+            let dropped = pipe.query_async::<()>(&mut self.commands()).await;
+            self.checked(dropped)?;
         }
         Ok(())
+    }
+
+    /// Held by a join from its claim until its member is in the room; see
+    /// [`Cluster::sweep`].
+    pub async fn claiming(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.claims_gate.read().await
     }
 
     fn lock_unswept(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
@@ -763,7 +796,8 @@ impl Cluster {
     /// free their names) within a second rather than when the heartbeat would have lapsed.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
-        let _beat = self.beating.lock().await;
+        // A heartbeat under way lands first; one stuck in an outage is not waited for long.
+        let _beat = tokio::time::timeout(Duration::from_secs(2), self.beating.lock()).await;
         let result = redis::cmd("DEL")
             .arg(format!("{NODE_PREFIX}{}", self.node))
             .query_async::<()>(&mut self.commands())
@@ -988,17 +1022,10 @@ async fn keep_subscriptions(
                     cluster.pending.remove(tag);
                 }
             }
-            Subscription::Renew => {
-                let mut subscriber = cluster.subscriber();
-                for channel in &subscribed {
-                    if cluster
-                        .checked(subscriber.subscribe(channel).await)
-                        .is_err()
-                    {
-                        // Down again: the next reconnection renews them.
-                        break;
-                    }
-                }
+            Subscription::Renew(done) => {
+                let channels: Vec<&String> = subscribed.iter().collect();
+                let result = cluster.checked(cluster.subscriber().subscribe(channels).await);
+                let _ = done.send(result);
             }
         }
     }
@@ -1147,7 +1174,8 @@ async fn send_out(cluster: Weak<Cluster>, mut work: mpsc::UnboundedReceiver<Outg
             }
             .ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(&mut cluster.commands()).await {
+        let sent = pipe.query_async::<()>(&mut cluster.commands()).await;
+        if let Err(e) = cluster.checked(sent) {
             log::warn!("cluster: {e}");
             cluster.lock_unswept().extend(releasing);
         }

@@ -327,11 +327,16 @@ async fn admit(
                     return Err(refusal);
                 }
             };
+            let claiming = match &state.cluster {
+                Some(cluster) => Some(cluster.claiming().await),
+                None => None,
+            };
             let claim = match &state.cluster {
                 Some(cluster) => Some(enter_cluster(state, cluster, &proven, &mut entry).await?),
                 None => None,
             };
             let admitted = state.hub.admit(room_id, &proven, &entry);
+            drop(claiming);
             // Refused for good: the name this join claimed goes (a retry after `Gone` keeps it,
             // and a release queued behind it could undo the retry's claim).
             if let (Some(cluster), Err(Refused::Code(_))) = (&state.cluster, &admitted) {

@@ -396,14 +396,14 @@ async fn send_for(
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(phase), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
     let mut n = 0u64;
     loop {
-        tick.tick().await;
-        // Checked after the wait: a sender whose phase puts its last tick past the end would
+        // The end cuts a wait short: a sender whose phase puts its last tick past the end would
         // send after the readers of a spread run's other processes have stopped.
-        if Instant::now() >= end {
-            break;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(end) => break,
         }
         let frame = format!(
             r#"{{"type":"send","txn":"{n}","body":{{"t":{},"p":"{pad}"}}}}"#,
@@ -498,8 +498,13 @@ fn report(scenario: &str, mut line: serde_json::Value, summary: String) {
     eprintln!("{summary}");
 }
 
+/// The members' sending halves, which keep their sockets open: a run reads the server before it
+/// lets them go, so that its figures do not count the members' leaving.
+type Held = Vec<Sink>;
+
 /// Senders among the members send at `rate` in total; the others only read. Returns per-room
-/// counts of messages sent, the latencies every reader saw, and the readers' close codes.
+/// counts of messages sent, the latencies every reader saw and the readers' close codes, how
+/// long the sending took, and the members' sockets, still open.
 async fn chat(
     crowd: Crowd,
     senders: usize,
@@ -507,7 +512,7 @@ async fn chat(
     seconds: f64,
     padding: usize,
     settle: Duration,
-) -> (HashMap<usize, u64>, Vec<Seen>, f64) {
+) -> (HashMap<usize, u64>, Vec<Seen>, f64, Held) {
     crowd.record.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut sending = Vec::new();
@@ -544,8 +549,8 @@ async fn chat(
     for r in readers {
         seen.push(r.await.unwrap_or_default());
     }
-    drop((sinks, quiet_sinks));
-    (per_room, seen, elapsed)
+    sinks.extend(quiet_sinks);
+    (per_room, seen, elapsed, sinks)
 }
 
 fn cpu_delta(a: Option<ProcStat>, b: Option<ProcStat>) -> Option<f64> {
@@ -645,7 +650,7 @@ async fn fanout(target: Arc<Target>, run: Fanout) {
     let mut outcome = Outcome::joined(&crowd);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (before, gen0) = (Snapshot::take(&target), own_cpu());
-    let (sent, seen, elapsed) = chat(
+    let (sent, seen, elapsed, held) = chat(
         crowd,
         run.senders,
         run.rate,
@@ -655,6 +660,7 @@ async fn fanout(target: Arc<Target>, run: Fanout) {
     )
     .await;
     let after = Snapshot::take(&target);
+    drop(held);
     outcome.merge(Outcome::chatted(sent, seen, elapsed, own_cpu() - gen0));
     report_fanout(&target, run, outcome, &before, &after);
 }
@@ -670,14 +676,18 @@ async fn fanout_spread(target: Arc<Target>, server: &str, run: Fanout) {
         run.processes,
         |part, share| {
             let senders = if part == 0 { run.senders } else { 0 };
-            vec![
+            let mut args = vec![
                 "fanout-part".into(),
                 format!("--clients={share}"),
                 format!("--part={part}"),
                 format!("--senders={senders}"),
                 format!("--rate={}", run.rate),
                 format!("--seconds={}", run.seconds),
-            ]
+            ];
+            if target.baseline {
+                args.insert(0, "--baseline".into());
+            }
+            args
         },
     );
     let mut parts = match parts {
@@ -690,7 +700,8 @@ async fn fanout_spread(target: Arc<Target>, server: &str, run: Fanout) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = Snapshot::take(&target);
-    for part in &mut parts {
+    // The first part holds the senders: it starts last, when every other part is reading.
+    for part in parts.iter_mut().rev() {
         part.go().await;
     }
     for part in &mut parts {
@@ -709,13 +720,13 @@ async fn fanout_part(target: Arc<Target>, run: Fanout, part: usize) {
         return eprintln!("fanout-part: no rooms in LOADGEN_ROOMS");
     };
     let crowd = join_all(&target, &rooms, run.clients, 256, &format!("p{part}-")).await;
+    // Recording from now: another part's first message may come before this part's "go".
+    crowd.record.store(true, Ordering::Relaxed);
     println!("{}", json!(Outcome::joined(&crowd)));
-    let _ = tokio::io::BufReader::new(tokio::io::stdin())
-        .lines()
-        .next_line()
-        .await;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let _ = stdin.next_line().await;
     let gen0 = own_cpu();
-    let (sent, seen, elapsed) = chat(
+    let (sent, seen, elapsed, held) = chat(
         crowd,
         run.senders,
         run.rate,
@@ -726,6 +737,9 @@ async fn fanout_part(target: Arc<Target>, run: Fanout, part: usize) {
     .await;
     let outcome = Outcome::chatted(sent, seen, elapsed, own_cpu() - gen0);
     println!("{}", json!(outcome));
+    // Held until the parent has read the server.
+    while let Ok(Some(_)) = stdin.next_line().await {}
+    drop(held);
 }
 
 fn report_fanout(
@@ -1074,7 +1088,7 @@ async fn join_storm(target: Arc<Target>, storm: Storm) {
     let chatted = chatting.await;
     let _ = over_tx.send(());
     let _ = storm.join();
-    let Ok((_, seen, _)) = chatted else {
+    let Ok((_, seen, _, _)) = chatted else {
         return;
     };
     let lat: Vec<u64> = seen.into_iter().flat_map(|s| s.latencies).collect();
@@ -1118,7 +1132,7 @@ async fn slow_reader(target: Arc<Target>, members: usize, rate: f64, bytes: usiz
         })
     };
     let others = crowd.members.len() as u64;
-    let (per_room, seen, _) = chat(
+    let (per_room, seen, _, _) = chat(
         crowd,
         2,
         rate,
