@@ -34,6 +34,17 @@ pub struct Config {
     #[arg(long, env = "EPHEMERA_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// The audit trail: one JSON line per security event (rooms created and deleted, joins
+    /// accepted and refused, kicks, rate limits, sessions replaced), never anything said, to
+    /// this file (reopened on SIGHUP) or `-` for stdout. Unset: no trail.
+    #[arg(long, env = "EPHEMERA_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+
+    /// How the audit trail shows a client's address: `truncate` (its /24 or /48) or `hash` (a
+    /// keyed hash of the whole address).
+    #[arg(long, env = "EPHEMERA_AUDIT_ADDRESS", value_enum, default_value_t = crate::audit::AddressForm::Truncate)]
+    pub audit_address: crate::audit::AddressForm,
+
     /// MongoDB database name.
     #[arg(long, env = "EPHEMERA_MONGODB_DB", default_value = "ephemera")]
     pub mongodb_db: String,

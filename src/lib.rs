@@ -32,6 +32,7 @@
 
 pub mod access;
 pub mod address;
+pub mod audit;
 pub mod bot;
 pub mod cluster;
 pub mod config;

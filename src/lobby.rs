@@ -79,6 +79,11 @@ impl Lobby {
         self.changed();
     }
 
+    /// Whether a room is listed (its ID is public).
+    pub fn contains(&self, id: &RoomId) -> bool {
+        self.rooms.contains_key(id)
+    }
+
     /// Takes a room off the list; whether it was on it.
     pub fn remove(&self, id: &RoomId) -> bool {
         let listed = self.rooms.remove(id).is_some();

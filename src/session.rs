@@ -9,13 +9,14 @@
 
 use std::{
     net::IpAddr,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use crate::{
     access,
     address::AddressKey,
+    audit::{self, Record, RoomRef},
     cluster::{Claim, Cluster, Event},
     credentials::Secret,
     domain::{AdminPassword, Auth, MemberName, PublicKey, RoomId, SessionToken},
@@ -165,7 +166,8 @@ async fn run(state: &AppState, socket: Opened<'_>) -> Ended {
         return shut_down(&outbox);
     }
     inbound.set_limit(state.config.max_frame_bytes);
-    let (ended, departure) = chat(state, &room, conn, inbound, &outbox, &mut allowance).await;
+    let member = Who { conn, ip };
+    let (ended, departure) = chat(state, &room, member, inbound, &outbox, &mut allowance).await;
     room.leave(conn, departure);
     ended
 }
@@ -283,6 +285,7 @@ impl JoinRequest {
             claimed: false,
             moved: false,
             token: SessionToken::random(),
+            replaced: Default::default(),
         }
     }
 }
@@ -296,7 +299,7 @@ async fn admit(
     join: &JoinFrame<'_>,
     outbox: &Outbox,
 ) -> Result<Arc<Room>, Refusal> {
-    let outcome: Result<Arc<Room>, Refusal> = async {
+    let outcome: Result<(Arc<Room>, bool), Refusal> = async {
         let request = JoinRequest::parse(join)?;
         let mut attempt = state.limiters.attempt(AddressKey::of(ip), room.cloned());
         attempt.check()?;
@@ -364,7 +367,8 @@ async fn admit(
                             state.lobby.extend(room_id, until);
                         }
                     }
-                    return Ok(room);
+                    let replaced = entry.moved || entry.replaced.load(Ordering::Relaxed);
+                    return Ok((room, replaced));
                 }
                 Err(Refused::Gone) => continue,
                 Err(Refused::Code(code)) => return Err(code.into()),
@@ -378,7 +382,58 @@ async fn admit(
         Err(r) => r.code.as_str(),
     };
     state.metrics.joins.with_label_values(&[label]).inc();
-    outcome
+    audit_join(state, room, ip, join, &outcome);
+    outcome.map(|(room, _)| room)
+}
+
+/// The audit trail's line for a join: accepted (and a session replaced, if it took a live
+/// socket's place) or refused with its code.
+fn audit_join(
+    state: &AppState,
+    room_id: Option<&RoomId>,
+    ip: IpAddr,
+    join: &JoinFrame<'_>,
+    outcome: &Result<(Arc<Room>, bool), Refusal>,
+) {
+    if !state.audit.is_on() {
+        return;
+    }
+    let name = MemberName::parse(&join.name).ok();
+    let hash = match outcome {
+        Ok((room, _)) => room.record.id_hash.clone(),
+        Err(_) => match room_id {
+            Some(id) => state.credentials.pepper().room_hash(id),
+            None => String::new(),
+        },
+    };
+    let listed_id = match outcome {
+        Ok((room, _)) if room.record.listed => Some(&room.id),
+        _ => None,
+    };
+    let line = |event| {
+        let mut record = Record::new(event).address(ip);
+        if !hash.is_empty() {
+            record = record.room(RoomRef {
+                hash: &hash,
+                listed_id,
+            });
+        }
+        match &name {
+            Some(name) => record.member(name),
+            None => record,
+        }
+    };
+    match outcome {
+        Ok((_, replaced)) => {
+            state.audit.record(line(audit::Event::JoinAccepted));
+            if *replaced {
+                state.audit.record(line(audit::Event::SessionReplaced));
+            }
+        }
+        Err(refusal) => state
+            .audit
+            .record(line(audit::Event::JoinRefused).code(refusal.code)),
+    }
 }
 
 /// The member's send allowance: frames and bytes per 10 seconds.
@@ -412,10 +467,42 @@ impl Allowance {
     }
 }
 
+/// A joined member's socket and address.
+#[derive(Clone, Copy)]
+struct Who {
+    conn: ConnId,
+    ip: IpAddr,
+}
+
+impl Who {
+    /// The start of an audit line about this member in `room`; `name` holds its name.
+    fn audit<'a>(
+        &self,
+        room: &'a Room,
+        event: audit::Event,
+        name: &'a Option<MemberName>,
+    ) -> Record<'a> {
+        let record = Record::new(event).address(self.ip).room(RoomRef {
+            hash: &room.record.id_hash,
+            listed_id: room.record.listed.then_some(&room.id),
+        });
+        match name {
+            Some(name) => record.member(name),
+            None => record,
+        }
+    }
+
+    /// The member's name, for the audit trail.
+    fn name(&self, room: &Room) -> Option<MemberName> {
+        room.author(self.conn)
+            .and_then(|(_, name)| MemberName::parse(&name).ok())
+    }
+}
+
 async fn chat(
     state: &AppState,
     room: &Arc<Room>,
-    conn: ConnId,
+    member: Who,
     inbound: &mut Inbound,
     outbox: &Outbox,
     allowance: &mut Allowance,
@@ -502,6 +589,12 @@ async fn chat(
             _ => 0,
         };
         if let Err(wait) = allowance.take(text.len() + answer_len) {
+            // One line per pause, not per frame: the socket is not read until it refills.
+            if state.audit.is_on() {
+                let name = member.name(room);
+                let record = member.audit(room, audit::Event::RateLimited, &name);
+                state.audit.record(record.limited(audit::Limited::Messages));
+            }
             let error = ServerFrame::error(ErrorCode::RateLimited, txn, Some(retry_after_ms(wait)));
             let _ = outbox.push(&error.wire());
             // And the socket is not read until the allowance has refilled: a client that keeps
@@ -518,7 +611,7 @@ async fn chat(
             };
             continue;
         }
-        if let Err(code) = handle(state, room, conn, &frame, outbox).await {
+        if let Err(code) = handle(state, room, member, &frame, outbox).await {
             let _ = outbox.push(&ServerFrame::error(code, txn, None).wire());
         }
     }
@@ -540,10 +633,11 @@ fn bad_frame(bad: &mut u32, txn: Option<&str>, outbox: &Outbox) -> bool {
 async fn handle(
     state: &AppState,
     room: &Arc<Room>,
-    conn: ConnId,
+    member: Who,
     frame: &ClientFrame<'_>,
     outbox: &Outbox,
 ) -> Result<(), ErrorCode> {
+    let conn = member.conn;
     if let Some(cluster) = state.cluster.as_ref().filter(|c| c.is_up()) {
         match clustered(state, cluster, room, conn, frame).await {
             Ok(done) if done => return Ok(()),
@@ -568,14 +662,28 @@ async fn handle(
         ClientFrame::Typing { active } => room.typing(conn, *active),
         ClientFrame::Read { seq } => room.read(conn, *seq),
         ClientFrame::Unsend { seq } => room.unsend(conn, *seq)?,
-        ClientFrame::Kick { name } => room.kick(conn, name)?,
+        ClientFrame::Kick { name } => {
+            let by = member.name(room);
+            room.kick(conn, name)?;
+            let kicked = MemberName::parse(name).ok();
+            let mut record = member.audit(room, audit::Event::Kick, &kicked);
+            if let Some(by) = &by {
+                record = record.by_member(by);
+            }
+            state.audit.record(record);
+        }
         ClientFrame::DeleteRoom => {
             if !room.is_admin(conn) {
                 return Err(ErrorCode::Forbidden);
             }
+            let by = member.name(room);
             access::delete_room(state, &room.id, None)
                 .await
                 .map_err(|_| ErrorCode::StoreUnavailable)?;
+            let record = member.audit(room, audit::Event::RoomDeleted, &by);
+            state
+                .audit
+                .record(record.deleted_by(audit::DeletedBy::Admin));
         }
         // Answered before the allowance is taken, where its size is known.
         ClientFrame::Members { .. } => {}

@@ -12,6 +12,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     address::ProxyPolicy,
+    audit::{self, Audit},
     cluster::Cluster,
     config::Config,
     credentials::{Credentials, EmbeddedStore, Hasher, MongoStore, Pepper, RoomStore, StoreError},
@@ -52,6 +53,8 @@ pub enum StartError {
     ClusterWithoutMongo,
     #[error("cannot reach the cluster's Redis: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
 }
 
 /// The accept queue's length. A join storm opens hundreds of connections at once; with std's
@@ -161,6 +164,23 @@ impl Application {
         let metrics = Metrics::new();
         let store = open_store(&config).await?;
         let pepper = Pepper::load_or_create(config.pepper.as_deref(), &config.data_dir)?;
+        let audit = match &config.audit_log {
+            Some(target) => Audit::open(
+                &audit::Target::parse(target),
+                config.audit_address,
+                pepper.clone(),
+                metrics.audit_dropped.clone(),
+            )
+            .map_err(StartError::Audit)?,
+            None => Audit::off(pepper.clone(), metrics.audit_dropped.clone()),
+        };
+        let audit = Arc::new(audit);
+        if audit.is_on() {
+            tokio::spawn(crate::shutdown::on_hangup({
+                let audit = audit.clone();
+                move || audit.reopen()
+            }));
+        }
         let cluster = match &config.redis_url {
             Some(url) => Some(Cluster::connect(url, pepper.clone(), &metrics).await?),
             None => None,
@@ -229,6 +249,7 @@ impl Application {
             credentials,
             limiters,
             metrics,
+            audit,
             transport,
             stopping: CancellationToken::new(),
             config: Arc::new(config),

@@ -23,6 +23,8 @@ pub struct AppState {
     /// reads, and the count of open sockets.
     pub limiters: Arc<Limiters>,
     pub metrics: Metrics,
+    /// The operator's audit trail (a no-op unless `--audit-log` is set).
+    pub audit: Arc<crate::audit::Audit>,
     /// The other nodes, through Redis, when `--redis-url` is set.
     pub cluster: Option<Arc<Cluster>>,
     /// The listed rooms, for `GET /api/rooms`, in memory.

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub joins: IntCounterVec,
     pub store_seconds: HistogramVec,
     pub slow_readers: IntCounter,
+    /// Audit lines dropped because the writer was that far behind.
+    pub audit_dropped: IntCounter,
     pub argon2_runs: IntCounterVec,
     pub queued_bytes: IntGauge,
     /// 1 while this node's Redis answers, in cluster mode; 0 while it serves its own members
@@ -66,6 +68,11 @@ impl Metrics {
                 "Members closed with 1013 because their outbound queue overflowed",
             )
             .unwrap(),
+            audit_dropped: IntCounter::new(
+                "ephemera_audit_dropped_total",
+                "Audit trail lines dropped because its writer was behind",
+            )
+            .unwrap(),
             argon2_runs: IntCounterVec::new(
                 Opts::new(
                     "ephemera_argon2_runs_total",
@@ -97,6 +104,7 @@ impl Metrics {
             r.register(Box::new(metrics.joins.clone())).unwrap();
             r.register(Box::new(metrics.store_seconds.clone())).unwrap();
             r.register(Box::new(metrics.slow_readers.clone())).unwrap();
+            r.register(Box::new(metrics.audit_dropped.clone())).unwrap();
             r.register(Box::new(metrics.argon2_runs.clone())).unwrap();
             r.register(Box::new(metrics.queued_bytes.clone())).unwrap();
             r.register(Box::new(metrics.cluster_up.clone())).unwrap();

@@ -74,6 +74,25 @@ impl Pepper {
         hex(&self.mac(&domain, name_key.as_bytes()))
     }
 
+    /// How a member appears in the audit trail: a keyed hash of its name's key per room, so
+    /// that an operator can follow one person inside one room and not across rooms. 64 bits:
+    /// enough to tell the members of a room apart.
+    pub fn audit_member(&self, room_hash: &str, name_key: &str) -> String {
+        let mut domain = b"ephemera/audit-member\0".to_vec();
+        domain.extend_from_slice(room_hash.as_bytes());
+        domain.push(0);
+        hex(&self.mac(&domain, name_key.as_bytes())[..8])
+    }
+
+    /// How a client's address appears in the audit trail under `--audit-address hash`.
+    pub fn audit_address(&self, ip: std::net::IpAddr) -> String {
+        let bytes = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        hex(&self.mac(b"ephemera/audit-address\0", &bytes)[..8])
+    }
+
     /// How a member's `session` token appears in its claim on its name: a keyed digest, so that
     /// a member reconnecting through another node can show it holds the token without the
     /// token being in Redis.

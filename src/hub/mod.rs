@@ -29,7 +29,6 @@ use crate::{
 };
 
 /// What a socket asks for when it joins a room whose credentials it has proven.
-#[derive(Clone)]
 pub struct Entry {
     pub conn: ConnId,
     pub name: MemberName,
@@ -46,6 +45,9 @@ pub struct Entry {
     /// The `session` token the member gets in its `welcome`: made before the join, since in
     /// cluster mode its claim on its name carries it.
     pub token: SessionToken,
+    /// Set by the join when it took a live socket's place (a resume while the old socket was
+    /// still open): the audit trail records it.
+    pub replaced: std::sync::atomic::AtomicBool,
 }
 
 /// Why the hub refused a proven join.
@@ -300,6 +302,7 @@ mod tests {
             claimed: false,
             moved: false,
             token: SessionToken::random(),
+            replaced: Default::default(),
         };
         (entry, outbox)
     }

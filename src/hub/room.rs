@@ -513,6 +513,11 @@ impl Room {
                     return Err(Refused::Code(ErrorCode::NameTaken));
                 }
                 let old_conn = state.members[i].conn;
+                if !state.members[i].away {
+                    entry
+                        .replaced
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 state.by_conn.remove(&old_conn);
                 state.by_conn.insert(entry.conn, i);
                 let old = &mut state.members[i];

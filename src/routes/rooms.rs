@@ -9,6 +9,7 @@ use super::ApiError;
 use crate::{
     access,
     address::AddressKey,
+    audit::{self, Record, RoomRef},
     credentials::{CreateError, HashError, NewRoom, Secret},
     domain::{AdminPassword, Auth, RoomId, Title},
     protocol::ErrorCode,
@@ -50,6 +51,11 @@ fn address_of(req: &HttpRequest, state: &AppState) -> AddressKey {
     AddressKey::of(state.transport.proxies.of_request(req))
 }
 
+/// The start of an audit line about a request from `req`'s client.
+fn audit_line(req: &HttpRequest, state: &AppState, event: audit::Event) -> Record<'static> {
+    Record::new(event).address(state.transport.proxies.of_request(req))
+}
+
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -60,10 +66,11 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let address = address_of(&req, &state);
-    state
-        .limiters
-        .create(address)
-        .map_err(ApiError::RateLimited)?;
+    if let Err(wait) = state.limiters.create(address) {
+        let record = audit_line(&req, &state, audit::Event::RateLimited);
+        state.audit.record(record.limited(audit::Limited::Creates));
+        return Err(ApiError::RateLimited(wait));
+    }
     same_origin(&req, &state)?;
     // A form or `text/plain` post needs no CORS preflight: without this, any web page could
     // create rooms from its visitors' addresses.
@@ -122,6 +129,12 @@ pub async fn create(
             .lobby
             .add(room_id.clone(), record.title.clone(), record.expires_at);
     }
+    state.audit.record(
+        audit_line(&req, &state, audit::Event::RoomCreated).room(RoomRef {
+            hash: &record.id_hash,
+            listed_id: record.listed.then_some(&room_id),
+        }),
+    );
     log::info!(
         "room {} created ({})",
         crate::telemetry::room_tag(&record.id_hash),
@@ -199,8 +212,18 @@ pub async fn delete(
         Secret::Admin,
         password.as_ref().map(AdminPassword::as_bytes),
     )];
+    let room_hash = state.credentials.pepper().room_hash(&room_id);
+    let listed_id = state.lobby.contains(&room_id).then_some(&room_id);
+    let room = RoomRef {
+        hash: &room_hash,
+        listed_id,
+    };
     let proven = access::prove(&state, &room_id, &secret, &mut attempt)
         .await
+        .inspect_err(|refusal| {
+            let record = audit_line(&req, &state, audit::Event::DeleteRefused);
+            state.audit.record(record.room(room).code(refusal.code));
+        })
         .map_err(|refusal| match refusal.code {
             ErrorCode::RoomNotFound => ApiError::RoomNotFound,
             ErrorCode::RateLimited => {
@@ -216,6 +239,10 @@ pub async fn delete(
             log::warn!("delete: store unavailable: {e}");
             ApiError::StoreUnavailable
         })?;
+    let record = audit_line(&req, &state, audit::Event::RoomDeleted);
+    state
+        .audit
+        .record(record.room(room).deleted_by(audit::DeletedBy::Http));
     log::info!("room {tag} deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
+mod audit;
 mod cli;
 mod cluster;
 mod crowd;

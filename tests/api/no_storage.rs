@@ -167,12 +167,32 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn nothing_said_reaches_the_embedded_store_files_or_the_logs() {
     let canary = Canary::new();
     let data_dir = tempfile::tempdir().unwrap();
-    let server = server(data_dir.path(), &[]);
+    // The audit trail is on, in the data directory, so the search of its files covers it.
+    let trail = data_dir.path().join("audit.log");
+    let server = server(data_dir.path(), &["--audit-log", trail.to_str().unwrap()]);
     let app = server.client();
     canary.chat(&app).await;
     // A second, listed room, so the store holds something beside the deleted one.
     app.room_with(json!({ "listed": true, "title": "public" }))
         .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&trail)
+        .unwrap_or_default()
+        .contains("room_deleted")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trail holds the deletion"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let trail_text = std::fs::read_to_string(&trail).unwrap();
+    for event in ["room_created", "join_accepted", "join_refused", "kick"] {
+        assert!(
+            trail_text.contains(event),
+            "{event} in the trail:\n{trail_text}"
+        );
+    }
     assert!(
         canary.assert_absent_from_files(data_dir.path()) > 0,
         "the store wrote no file"
