@@ -86,7 +86,10 @@ pub async fn prove(
                 Err(_) => return Err(ErrorCode::StoreUnavailable.into()),
             }
         }
-        return Ok(Proven::Stored { record, turn });
+        return Ok(Proven::Stored {
+            record: Box::new(record),
+            turn,
+        });
     }
     Err(ErrorCode::StoreUnavailable.into())
 }
@@ -115,6 +118,48 @@ pub async fn delete_room(
         }
     }
     Ok(())
+}
+
+/// A room that vanishes when empty stayed empty through its grace: its record goes, unless
+/// someone came back (here, or on another node of a cluster), or the room was created anew
+/// meanwhile. Without Redis a node cannot know the other nodes' members: the record stays, and
+/// expires with the room lifetime.
+pub async fn vanish(state: &AppState, room_id: &RoomId, record: &RoomRecord) {
+    if state.hub.live(room_id).is_some() {
+        return;
+    }
+    if let Some(cluster) = &state.cluster {
+        if !matches!(cluster.has_members(&record.id_hash).await, Ok(false)) {
+            return;
+        }
+    }
+    let turn = state.credentials.turn(room_id).await;
+    let same = match state.credentials.store().get(&record.id_hash).await {
+        Ok(Some(now)) => now.same_credentials(record),
+        _ => false,
+    };
+    if !same || state.hub.live(room_id).is_some() {
+        return;
+    }
+    match delete_room(state, room_id, Some(turn)).await {
+        Ok(()) => {
+            let listed_id = record.listed.then_some(room_id);
+            let room = crate::audit::RoomRef {
+                hash: &record.id_hash,
+                listed_id,
+            };
+            state.audit.record(
+                crate::audit::Record::new(crate::audit::Event::RoomDeleted)
+                    .room(room)
+                    .deleted_by(crate::audit::DeletedBy::Emptied),
+            );
+            log::info!(
+                "room {} vanished, empty",
+                crate::telemetry::room_tag(&record.id_hash)
+            );
+        }
+        Err(e) => log::warn!("an empty room's record stays: {e}"),
+    }
 }
 
 /// Another node deleted a room: the same teardown here (its record is gone already), inside

@@ -63,6 +63,8 @@ pub enum DeletedBy {
     Http,
     /// The admin's `delete_room` frame.
     Admin,
+    /// The room vanished when its last member had left (`"lifetime": "empty"`).
+    Emptied,
 }
 
 /// What a rate limit held back.

@@ -787,6 +787,15 @@ impl Cluster {
         self.checked(result)
     }
 
+    /// Whether any node holds members of the room `tag` (their claims on their names).
+    pub async fn has_members(&self, tag: &str) -> Result<bool, ClusterError> {
+        let claims = redis::cmd("HLEN")
+            .arg(names_key(tag))
+            .query_async::<u64>(&mut self.commands())
+            .await;
+        Ok(self.checked(claims)? > 0)
+    }
+
     /// The room live on this node under `tag`, if any.
     pub fn live_room(&self, tag: &str) -> Option<Arc<Room>> {
         self.rooms.get(tag).and_then(|r| r.upgrade())

@@ -198,6 +198,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub leave_grace_secs: u64,
 
+    /// How long a room that vanishes when empty (`"lifetime": "empty"`) waits, empty, before
+    /// its record is deleted: a member who lost its connection has this long to come back.
+    #[arg(long, env = "EPHEMERA_EMPTY_ROOM_GRACE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub empty_room_grace_secs: u64,
+
     /// A room of more members than this is a crowd: instead of a notice per join and leave, its
     /// members hear one summary a second ("12 joined, 3 left"), and member lists (in `welcome`
     /// and `members`) go out in pages of this many (0: never a crowd, lists whole).

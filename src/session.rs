@@ -805,7 +805,7 @@ async fn enter_cluster(
             &entry.name,
             &entry.token,
             entry.session.as_ref(),
-            state.hub.limits().max_members,
+            proven.record().member_cap(state.hub.limits().max_members),
         )
         .await
         .map_err(unavailable)?;

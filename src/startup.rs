@@ -242,6 +242,8 @@ impl Application {
         if let Some(cluster) = &cluster {
             hub = hub.clustered(cluster.clone());
         }
+        let (emptied, mut emptied_rooms) = tokio::sync::mpsc::unbounded_channel();
+        hub = hub.on_emptied(emptied);
         let state = AppState {
             lobby,
             hub: Arc::new(hub),
@@ -255,10 +257,35 @@ impl Application {
             config: Arc::new(config),
         };
         spawn_housekeeping(&state);
+        {
+            // Ends with the drain, so that no task holds the state (and the store) after it.
+            let state = state.clone();
+            tokio::spawn(async move {
+                let stopping = state.stopping.clone();
+                while let Some(Some((id, record))) =
+                    stopping.run_until_cancelled(emptied_rooms.recv()).await
+                {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let grace = Duration::from_secs(state.config.empty_room_grace_secs);
+                        let stopping = state.stopping.clone();
+                        if stopping
+                            .run_until_cancelled(tokio::time::sleep(grace))
+                            .await
+                            .is_some()
+                        {
+                            crate::access::vanish(&state, &id, &record).await;
+                        }
+                    });
+                }
+            });
+        }
         if let Some(mut deletions) = state.cluster.as_ref().and_then(|c| c.deletions()) {
             let state = state.clone();
             tokio::spawn(async move {
-                while let Some(deleted) = deletions.recv().await {
+                let stopping = state.stopping.clone();
+                while let Some(Some(deleted)) = stopping.run_until_cancelled(deletions.recv()).await
+                {
                     crate::access::deleted_elsewhere(&state, &deleted).await;
                 }
             });

@@ -15,7 +15,7 @@ use sha2::Sha256;
 pub use embedded::EmbeddedStore;
 pub use hashing::{HashError, Hasher};
 pub use mongo::MongoStore;
-pub use store::{ListedRoom, RoomRecord, RoomStore, StoreError};
+pub use store::{Lifetime, ListedRoom, RoomOptions, RoomRecord, RoomStore, StoreError};
 pub use verifiers::{Secret, Verifiers};
 
 use crate::domain::RoomId;
@@ -169,6 +169,8 @@ mod tests {
             admin_password: crate::domain::AdminPassword::parse("admin password").unwrap(),
             listed: false,
             title: None,
+            options: RoomOptions::default(),
+            lasts: None,
         };
         let old = credentials.create(room(key(1))).await.unwrap();
         credentials.delete(&id).await.unwrap();
@@ -243,6 +245,9 @@ pub struct NewRoom {
     pub admin_password: crate::domain::AdminPassword,
     pub listed: bool,
     pub title: Option<crate::domain::Title>,
+    pub options: RoomOptions,
+    /// For a room of [`Lifetime::Fixed`]: how long it lasts from now.
+    pub lasts: Option<std::time::Duration>,
 }
 
 impl Credentials {
@@ -311,7 +316,12 @@ impl Credentials {
                 .filter(|_| new.listed)
                 .map(|t| t.as_ref().to_owned()),
             created_at: now,
-            expires_at: now + self.ttl,
+            expires_at: now
+                + new
+                    .lasts
+                    .filter(|_| new.options.lifetime == Lifetime::Fixed)
+                    .unwrap_or(self.ttl),
+            options: new.options,
         };
         match self.timed("insert", self.store.insert(&record)).await {
             Ok(()) => {

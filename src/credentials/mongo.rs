@@ -10,7 +10,7 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::store::{ListedRoom, RoomRecord, RoomStore, StoreError};
+use super::store::{ListedRoom, RoomOptions, RoomRecord, RoomStore, StoreError};
 
 /// How long an operation may wait for a reachable server before the store counts as down. Short,
 /// so a join or a create during an outage is told so quickly instead of hanging.
@@ -27,6 +27,8 @@ struct RoomDoc {
     title: Option<String>,
     created_at: DateTime,
     expires_at: DateTime,
+    #[serde(default)]
+    options: RoomOptions,
 }
 
 fn to_bson(t: OffsetDateTime) -> DateTime {
@@ -49,6 +51,7 @@ impl From<&RoomRecord> for RoomDoc {
             title: r.title.clone(),
             created_at: to_bson(r.created_at),
             expires_at: to_bson(r.expires_at),
+            options: r.options,
         }
     }
 }
@@ -64,6 +67,7 @@ impl From<RoomDoc> for RoomRecord {
             title: d.title,
             created_at: from_bson(d.created_at),
             expires_at: from_bson(d.expires_at),
+            options: d.options,
         }
     }
 }

@@ -15,13 +15,15 @@ use std::sync::{
     Arc,
 };
 
+use std::time::Duration;
+
 use dashmap::DashMap;
 
 pub use room::{ConnId, Departure, MemberId, Presence, Relayed, Room, SEQ_MEMORY};
 
 use crate::{
     cluster::Cluster,
-    credentials::{RoomRecord, Turn},
+    credentials::{Lifetime, RoomRecord, Turn},
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{ErrorCode, Limits},
     socket::Outbox,
@@ -66,7 +68,7 @@ pub enum Proven {
     Live(Arc<Room>),
     /// The stored record, proven inside the room's turn, which is still held: a join makes the
     /// room live from it before letting go, so that no delete can come between.
-    Stored { record: RoomRecord, turn: Turn },
+    Stored { record: Box<RoomRecord>, turn: Turn },
 }
 
 impl Proven {
@@ -95,6 +97,9 @@ struct Registry {
     /// In cluster mode: told when a room goes live here and when it leaves, to follow its
     /// channel.
     cluster: Option<Arc<Cluster>>,
+    /// Told of a room that vanishes when empty ([`Lifetime::UntilEmpty`]) and just left the
+    /// hub: whoever holds the store deletes its record after a grace for reconnects.
+    emptied: Option<tokio::sync::mpsc::UnboundedSender<(RoomId, RoomRecord)>>,
 }
 
 impl Registry {
@@ -108,6 +113,11 @@ impl Registry {
             self.live.dec();
             if let Some(cluster) = &self.cluster {
                 cluster.release(room);
+            }
+            if room.record.options.lifetime == Lifetime::UntilEmpty {
+                if let Some(emptied) = &self.emptied {
+                    let _ = emptied.send((room.id.clone(), room.record.clone()));
+                }
             }
         }
     }
@@ -127,6 +137,7 @@ impl Hub {
                 rooms: DashMap::new(),
                 live: metrics.rooms_live,
                 cluster: None,
+                emptied: None,
             }),
             next_conn: AtomicU64::new(1),
             limits,
@@ -138,6 +149,17 @@ impl Hub {
     pub fn clustered(mut self, cluster: Arc<Cluster>) -> Self {
         if let Some(registry) = Arc::get_mut(&mut self.registry) {
             registry.cluster = Some(cluster);
+        }
+        self
+    }
+
+    /// The rooms that vanish when empty are sent to `emptied` as they leave the hub.
+    pub fn on_emptied(
+        mut self,
+        emptied: tokio::sync::mpsc::UnboundedSender<(RoomId, RoomRecord)>,
+    ) -> Self {
+        if let Some(registry) = Arc::get_mut(&mut self.registry) {
+            registry.emptied = Some(emptied);
         }
         self
     }
@@ -198,6 +220,9 @@ impl Hub {
                 if let Some(cluster) = &self.registry.cluster {
                     cluster.register(&room);
                 }
+                if room.record.options.lifetime == Lifetime::Fixed {
+                    end_at_expiry(&room);
+                }
                 room
             })
             .clone();
@@ -240,6 +265,20 @@ impl Hub {
     }
 }
 
+/// A room of fixed lifetime ends at its expiry, whoever is in it (its record is past its expiry
+/// by then: no one gets back in).
+fn end_at_expiry(room: &Arc<Room>) {
+    let left = room.record.expires_at - time::OffsetDateTime::now_utc();
+    let wait = Duration::try_from(left).unwrap_or_default();
+    let room = Arc::downgrade(room);
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        if let Some(room) = room.upgrade() {
+            room.expire();
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +298,7 @@ mod tests {
             title: None,
             created_at: now,
             expires_at: now,
+            options: Default::default(),
         }
     }
 
@@ -335,7 +375,7 @@ mod tests {
         first.join(&alice).unwrap();
         first.leave(alice.conn, Departure::Now);
         let proven = Proven::Stored {
-            record: record("h", "a"),
+            record: Box::new(record("h", "a")),
             turn: Turn::unheld(),
         };
         let (bob, _) = entry(&hub, "bob", false);
@@ -358,13 +398,13 @@ mod tests {
             &hub.open(&id, &record("h", "a")).unwrap()
         ));
         let stale = Proven::Stored {
-            record: record("h", "b"),
+            record: Box::new(record("h", "b")),
             turn: Turn::unheld(),
         };
         let (alice, _) = entry(&hub, "alice", false);
         assert_eq!(hub.admit(&id, &stale, &alice).err(), Some(Refused::Gone));
         let proven = Proven::Stored {
-            record: record("h", "a"),
+            record: Box::new(record("h", "a")),
             turn: Turn::unheld(),
         };
         hub.admit(&id, &proven, &alice).unwrap();

@@ -20,7 +20,7 @@ use super::{Entry, Refused, Registry};
 use crate::{
     bot,
     cluster::{Cluster, Event},
-    credentials::RoomRecord,
+    credentials::{Lifetime, RoomRecord},
     domain::{MemberName, PublicKey, RoomId, SessionToken},
     protocol::{close, now_ms, ErrorCode, Limits, MemberView, ServerFrame, Wire},
     socket::Outbox,
@@ -103,6 +103,8 @@ struct Sent {
 }
 
 pub(super) struct RoomState {
+    /// The room's creator allowed `unsend` (its options).
+    unsend_allowed: bool,
     /// In no order: a leaver's place is taken by the last member, so a crowd that empties at
     /// once costs no shifting.
     members: Vec<Member>,
@@ -417,6 +419,9 @@ impl Room {
         presence: Presence,
         registry: Weak<Registry>,
     ) -> Self {
+        let mut limits = limits;
+        limits.max_members = record.member_cap(limits.max_members);
+        let unsend_allowed = record.options.unsend;
         Self {
             id,
             record,
@@ -425,6 +430,7 @@ impl Room {
             registry,
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
+                unsend_allowed,
                 members: Vec::new(),
                 by_conn: HashMap::new(),
                 remote: Vec::new(),
@@ -563,6 +569,7 @@ impl Room {
             member_count: count,
             session: token.encode().into(),
             limits: self.limits,
+            options: self.record.options_view(),
         }
         .wire();
         let _ = me.outbox.push(&welcome);
@@ -667,8 +674,20 @@ impl Room {
 
     /// Tears the room down: every member gets `room_deleted` and close 4410 at once.
     pub(super) fn delete(&self) {
+        self.end(None);
+    }
+
+    /// The room's fixed lifetime ran out: torn down as a deletion is, and said so.
+    pub fn expire(&self) {
+        self.end(Some("expired"));
+    }
+
+    fn end(&self, reason: Option<&str>) {
         let mut state = self.lock();
-        let frame = ServerFrame::RoomDeleted.wire();
+        let frame = ServerFrame::RoomDeleted {
+            reason: reason.map(Into::into),
+        }
+        .wire();
         for member in state.members.drain(..) {
             let _ = member.outbox.push(&frame);
             member.outbox.close(close::ROOM_DELETED, "room deleted");
@@ -745,6 +764,9 @@ impl Room {
     /// True at most once a minute: a busy room pushes its store expiry forward without a store
     /// write per join.
     pub fn due_for_extension(&self) -> bool {
+        if self.record.options.lifetime == Lifetime::Fixed {
+            return false;
+        }
         let mut last = self.extended.lock().unwrap_or_else(|e| e.into_inner());
         let due = last.is_none_or(|t| t.elapsed().as_secs() >= 60);
         if due {
@@ -873,6 +895,9 @@ impl Room {
             .member(conn)
             .map(|m| (m.id, m.admin, m.name.as_ref().to_owned()))
             .ok_or(ErrorCode::Forbidden)?;
+        if !state.unsend_allowed {
+            return Err(ErrorCode::Forbidden);
+        }
         let seq = seq.ok_or(ErrorCode::NoSuchMessage)?;
         let sent = state
             .sent_slot(seq)

@@ -59,6 +59,11 @@ pub enum ApiError {
     InvalidAdminPassword,
     #[error("titles are at most 80 characters without control characters")]
     InvalidTitle,
+    #[error(
+        "lifetime is one of 1h, 1d, 7d, 30d or empty; max_members is 2 or more, and at most \
+         the server's limit"
+    )]
+    InvalidOptions,
     #[error("a room with that ID exists")]
     RoomExists,
     #[error("no room with that ID exists")]
@@ -83,6 +88,7 @@ impl ApiError {
             Self::InvalidAuth => "invalid_auth",
             Self::InvalidAdminPassword => "invalid_admin_password",
             Self::InvalidTitle => "invalid_title",
+            Self::InvalidOptions => "invalid_options",
             Self::RoomExists => "room_exists",
             Self::RoomNotFound => "room_not_found",
             Self::InvalidCredentials => "invalid_credentials",
@@ -100,7 +106,8 @@ impl ResponseError for ApiError {
             | Self::InvalidRoomId
             | Self::InvalidAuth
             | Self::InvalidAdminPassword
-            | Self::InvalidTitle => StatusCode::BAD_REQUEST,
+            | Self::InvalidTitle
+            | Self::InvalidOptions => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RoomExists => StatusCode::CONFLICT,

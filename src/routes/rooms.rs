@@ -10,7 +10,7 @@ use crate::{
     access,
     address::AddressKey,
     audit::{self, Record, RoomRef},
-    credentials::{CreateError, HashError, NewRoom, Secret},
+    credentials::{CreateError, HashError, Lifetime, NewRoom, RoomOptions, Secret},
     domain::{AdminPassword, Auth, RoomId, Title},
     protocol::ErrorCode,
     ratelimit::Refused,
@@ -28,6 +28,48 @@ struct CreateRequest {
     listed: Option<bool>,
     #[serde(default)]
     title: Option<String>,
+    /// `1h`, `1d`, `7d`, `30d` (fixed, from creation) or `empty` (until the last member
+    /// leaves); absent: the server's lifetime after the last join.
+    #[serde(default)]
+    lifetime: Option<String>,
+    #[serde(default)]
+    max_members: Option<u32>,
+    #[serde(default)]
+    unsend: Option<bool>,
+}
+
+/// The room's options as the request chose them, checked against the server's limits, and how
+/// long a fixed lifetime lasts.
+fn options(
+    request: &CreateRequest,
+    server_max: usize,
+) -> Result<(RoomOptions, Option<Duration>), ApiError> {
+    const HOUR: u64 = 3600;
+    let (lifetime, lasts) = match request.lifetime.as_deref() {
+        None => (Lifetime::Rolling, None),
+        Some("empty") => (Lifetime::UntilEmpty, None),
+        Some(fixed) => {
+            let hours = match fixed {
+                "1h" => 1,
+                "1d" => 24,
+                "7d" => 7 * 24,
+                "30d" => 30 * 24,
+                _ => return Err(ApiError::InvalidOptions),
+            };
+            (Lifetime::Fixed, Some(Duration::from_secs(hours * HOUR)))
+        }
+    };
+    let max_members = request.max_members.unwrap_or(0);
+    let above_server = server_max > 0 && max_members as usize > server_max;
+    if request.max_members.is_some() && (max_members < 2 || above_server) {
+        return Err(ApiError::InvalidOptions);
+    }
+    let options = RoomOptions {
+        lifetime,
+        max_members,
+        unsend: request.unsend.unwrap_or(true),
+    };
+    Ok((options, lasts))
 }
 
 /// A refused attempt as HTTP says it: `429` either way, with the wait.
@@ -84,9 +126,9 @@ pub async fn create(
         return Err(ApiError::UnsupportedMediaType);
     }
     let request: CreateRequest = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
-    let room_id = match request.room_id {
+    let room_id = match &request.room_id {
         None => RoomId::random(),
-        Some(text) => RoomId::parse(&text).map_err(|_| ApiError::InvalidRoomId)?,
+        Some(text) => RoomId::parse(text).map_err(|_| ApiError::InvalidRoomId)?,
     };
     let auth = Auth::parse(&request.auth).map_err(|_| ApiError::InvalidAuth)?;
     let admin_password = AdminPassword::parse(&request.admin_password)
@@ -97,6 +139,7 @@ pub async fn create(
         .map(Title::parse)
         .transpose()
         .map_err(|_| ApiError::InvalidTitle)?;
+    let (options, lasts) = options(&request, state.config.max_members)?;
     // Both secrets are hashed: two of the address's argon2 runs.
     let _hashing = state
         .limiters
@@ -108,6 +151,8 @@ pub async fn create(
         admin_password,
         listed: request.listed.unwrap_or(false),
         title,
+        options,
+        lasts,
     };
     let record = state.credentials.create(new).await.map_err(|e| match e {
         CreateError::Exists => ApiError::RoomExists,
@@ -146,6 +191,7 @@ pub async fn create(
         "title": record.title,
         "created_at": rfc3339(record.created_at),
         "expires_at": rfc3339(record.expires_at),
+        "options": record.options_view(),
     })))
 }
 

@@ -187,7 +187,9 @@ export class Room {
       case 'unsent': return this.onUnsent(f);
       case 'members': return this.onMembers(f);
       case 'kicked': return this.end(`You were removed from the room by ${f.by}.`);
-      case 'room_deleted': return this.end('The room was deleted by its admin. Nothing said in it remains.');
+      case 'room_deleted': return this.end(msg.reason === 'expired'
+        ? 'The room\'s time is up: it has ended. Nothing said in it remains.'
+        : 'The room was deleted by its admin. Nothing said in it remains.');
       case 'error': return this.onError(f);
       default: return undefined;
     }

@@ -13,6 +13,7 @@ mod join;
 mod lifecycle;
 mod limits;
 mod no_storage;
+mod options;
 mod relay;
 mod store;
 mod transport;

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ephemera::credentials::{EmbeddedStore, MongoStore, RoomRecord, RoomStore, StoreError};
+use ephemera::credentials::{
+    EmbeddedStore, Lifetime, MongoStore, RoomOptions, RoomRecord, RoomStore, StoreError,
+};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -27,6 +29,7 @@ fn record(id_hash: &str, listed: bool, expires_in: time::Duration) -> RoomRecord
         title: listed.then(|| "A title".to_owned()),
         created_at: now,
         expires_at: now + expires_in,
+        options: RoomOptions::default(),
     }
 }
 
@@ -39,6 +42,17 @@ async fn conformance(store: &dyn RoomStore) {
     store.insert(&a).await.unwrap();
     assert_eq!(store.get("aaaa").await.unwrap(), Some(a.clone()));
     assert_eq!(store.get("missing").await.unwrap(), None);
+
+    // the creator's options persist beside the hashes
+    let mut chosen = record("opts", false, day);
+    chosen.options = RoomOptions {
+        lifetime: Lifetime::UntilEmpty,
+        max_members: 2,
+        unsend: false,
+    };
+    store.insert(&chosen).await.unwrap();
+    assert_eq!(store.get("opts").await.unwrap(), Some(chosen));
+    assert!(store.delete("opts").await.unwrap());
 
     // the ID hash is unique
     assert!(matches!(

@@ -36,6 +36,18 @@ pub struct CreatedRoom {
     pub title: Option<String>,
     pub created_at: String,
     pub expires_at: String,
+    /// Absent from servers that predate room options.
+    #[serde(default)]
+    pub options: ephemera_protocol::RoomOptions,
+}
+
+/// What a creator may choose for a room; `None` leaves the server's default.
+#[derive(Debug, Clone, Default)]
+pub struct RoomChoices {
+    /// `1h`, `1d`, `7d`, `30d` or `empty`.
+    pub lifetime: Option<String>,
+    pub max_members: Option<u32>,
+    pub unsend: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,10 +168,35 @@ impl Api {
         listed: bool,
         title: Option<&str>,
     ) -> Result<CreatedRoom, ApiError> {
+        let options = RoomChoices::default();
+        self.create_with(room_id, auth, admin_password, listed, title, &options)
+            .await
+    }
+
+    /// [`Api::create`] with the room's options (`docs/protocol.md`, Room options).
+    pub async fn create_with(
+        &self,
+        room_id: Option<&str>,
+        auth: &str,
+        admin_password: &str,
+        listed: bool,
+        title: Option<&str>,
+        options: &RoomChoices,
+    ) -> Result<CreatedRoom, ApiError> {
+        let mut body = json!({ "room_id": room_id, "auth": auth, "admin_password": admin_password, "listed": listed, "title": title });
+        if let Some(lifetime) = &options.lifetime {
+            body["lifetime"] = json!(lifetime);
+        }
+        if let Some(max) = options.max_members {
+            body["max_members"] = json!(max);
+        }
+        if let Some(unsend) = options.unsend {
+            body["unsend"] = json!(unsend);
+        }
         let response = self
             .http
             .post(self.url("api/rooms"))
-            .json(&json!({ "room_id": room_id, "auth": auth, "admin_password": admin_password, "listed": listed, "title": title }))
+            .json(&body)
             .send()
             .await?;
         if response.status().is_success() {

@@ -6,7 +6,7 @@ pub mod download;
 pub mod room;
 pub mod terminal;
 
-pub use api::{Api, ApiError, CreatedRoom, ListedRoom};
+pub use api::{Api, ApiError, CreatedRoom, ListedRoom, RoomChoices};
 /// The contract's end-to-end crypto, from the protocol crate the server shares.
 pub use ephemera_protocol::crypto;
 pub use room::{socket_config, Ended, Event, JoinError, Member, RoomClient, SendError};

@@ -24,6 +24,33 @@ pub struct Limits {
     pub max_members: usize,
 }
 
+/// How a room ends, as its creator chose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomLifetime {
+    /// The server's room lifetime after the last join.
+    #[default]
+    Rolling,
+    /// At `ends_at`, whoever is in it.
+    Fixed,
+    /// When its last member has left (after a grace for reconnects).
+    Empty,
+}
+
+/// A room's options, in `welcome`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomOptions {
+    pub lifetime: RoomLifetime,
+    /// When a `fixed` room ends, in ms since the epoch (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
+    /// The creator's cap on members (0: the server's limit alone; `limits.max_members` is the
+    /// one in force).
+    pub max_members: usize,
+    /// Whether `unsend` is allowed in this room.
+    pub unsend: bool,
+}
+
 /// Any client frame with every field optional; borrowed where possible so the relayed values are
 /// the sender's own bytes.
 #[derive(Debug, Deserialize)]
@@ -255,6 +282,9 @@ pub enum ServerFrame<'a, B = &'a RawValue, L = Cow<'a, [MemberView<'a>]>> {
         #[serde(borrow)]
         session: Cow<'a, str>,
         limits: Limits,
+        /// Absent from servers that predate room options: read as the defaults.
+        #[serde(default)]
+        options: RoomOptions,
     },
     Message {
         seq: u64,
@@ -325,7 +355,12 @@ pub enum ServerFrame<'a, B = &'a RawValue, L = Cow<'a, [MemberView<'a>]>> {
         #[serde(borrow)]
         by: Cow<'a, str>,
     },
-    RoomDeleted,
+    /// The room ended: deleted by its admin, or (`reason: "expired"`) its fixed lifetime ran
+    /// out.
+    RoomDeleted {
+        #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+        reason: Option<Cow<'a, str>>,
+    },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         t: Option<B>,
@@ -491,6 +526,7 @@ mod tests {
                 bytes_per_10s: 3,
                 max_members: 4,
             },
+            options: RoomOptions::default(),
         };
         let welcome = welcome.encode();
         match serde_json::from_str::<ServerFrame<'_, serde_json::Value>>(&welcome).unwrap() {

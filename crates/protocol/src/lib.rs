@@ -15,4 +15,7 @@ pub mod domain;
 pub mod frames;
 
 pub use codes::{close, ErrorCode};
-pub use frames::{BotEvent, ClientFrame, FrameError, JoinFrame, Limits, MemberView, ServerFrame};
+pub use frames::{
+    BotEvent, ClientFrame, FrameError, JoinFrame, Limits, MemberView, RoomLifetime, RoomOptions,
+    ServerFrame,
+};

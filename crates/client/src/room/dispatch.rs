@@ -155,7 +155,12 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                 by: by.into_owned(),
             })
         }
-        ServerFrame::RoomDeleted => inner.state().ended = Some(Ended::Deleted),
+        ServerFrame::RoomDeleted { reason } => {
+            inner.state().ended = Some(match reason.as_deref() {
+                Some("expired") => Ended::Expired,
+                _ => Ended::Deleted,
+            })
+        }
         ServerFrame::Error {
             code,
             message,

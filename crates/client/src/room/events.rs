@@ -28,6 +28,8 @@ pub enum Ended {
         by: String,
     },
     Deleted,
+    /// The room's fixed lifetime ran out.
+    Expired,
     /// The server refused or closed with this code (after an `error` naming it, if any).
     Closed {
         code: u16,
@@ -53,6 +55,7 @@ impl std::fmt::Display for Ended {
         match self {
             Self::Kicked { by } => write!(f, "you were removed by {by}"),
             Self::Deleted => f.write_str("the room was deleted"),
+            Self::Expired => f.write_str("the room's time is up"),
             Self::Left => f.write_str("you left"),
             Self::Closed { code, error } => write!(
                 f,

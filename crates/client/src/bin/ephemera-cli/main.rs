@@ -11,7 +11,9 @@ mod slash;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use ephemera_client::{crypto, terminal, Api, ApiError, Ended, JoinError, RoomClient, SendError};
+use ephemera_client::{
+    crypto, terminal, Api, ApiError, Ended, JoinError, RoomChoices, RoomClient, SendError,
+};
 use ephemera_protocol::{domain::RoomId, ErrorCode};
 use tokio::sync::mpsc;
 
@@ -71,6 +73,16 @@ enum Command {
         title: Option<String>,
         #[arg(long)]
         listed: bool,
+        /// How the room ends: 1h, 1d, 7d or 30d after its creation, or `empty` (when its last
+        /// member has left). Default: 30 days after the last join.
+        #[arg(long, value_parser = ["1h", "1d", "7d", "30d", "empty"])]
+        lifetime: Option<String>,
+        /// At most this many members (2 or more).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..))]
+        max_members: Option<u32>,
+        /// Members may not take back what they said.
+        #[arg(long)]
+        no_unsend: bool,
     },
     /// Delete a room (asks for the admin password, or reads EPHEMERA_ADMIN_PASSWORD).
     Delete { room: String },
@@ -143,7 +155,7 @@ impl From<SendError> for Fail {
 fn ended(reason: &Ended) -> u8 {
     match reason {
         Ended::Kicked { .. } => exit::KICKED,
-        Ended::Deleted => exit::DELETED,
+        Ended::Deleted | Ended::Expired => exit::DELETED,
         Ended::Left => 0,
         Ended::Closed { .. } => exit::for_code(reason.error_code()),
     }
@@ -189,7 +201,18 @@ async fn run(cli: &Cli) -> Result<u8, Fail> {
             room,
             title,
             listed,
-        } => create(cli, &api, room.as_deref(), title.as_deref(), *listed).await,
+            lifetime,
+            max_members,
+            no_unsend,
+        } => {
+            let choices = RoomChoices {
+                lifetime: lifetime.clone(),
+                max_members: *max_members,
+                unsend: no_unsend.then_some(false),
+            };
+            let listing = (title.as_deref(), *listed);
+            create(cli, &api, room.as_deref(), listing, &choices).await
+        }
         Command::Delete { room } => {
             api.delete(
                 room,
@@ -258,8 +281,8 @@ async fn create(
     cli: &Cli,
     api: &Api,
     room: Option<&str>,
-    title: Option<&str>,
-    listed: bool,
+    (title, listed): (Option<&str>, bool),
+    choices: &RoomChoices,
 ) -> Result<u8, Fail> {
     let room_id = room.map_or_else(|| RoomId::random().as_ref().to_owned(), str::to_owned);
     let proposed = crypto::random_key(22);
@@ -290,13 +313,29 @@ async fn create(
         .await
         .map_err(|e| Fail(exit::FAILURE, e.to_string()))?;
     let created = api
-        .create(Some(&room_id), &auth, &password, listed, title)
+        .create_with(Some(&room_id), &auth, &password, listed, title, choices)
         .await?;
     println!(
         "Room {} created. Share this link (the key is after the #):",
         created.room_id
     );
     println!("{}", api.share_link(&created.room_id, &key));
+    let options = &created.options;
+    match options.lifetime {
+        ephemera_protocol::RoomLifetime::Fixed => {
+            println!("It ends at {} whoever is in it.", created.expires_at)
+        }
+        ephemera_protocol::RoomLifetime::Empty => {
+            println!("It vanishes when its last member has left.")
+        }
+        ephemera_protocol::RoomLifetime::Rolling => {}
+    }
+    if options.max_members > 0 {
+        println!("At most {} members.", options.max_members);
+    }
+    if !options.unsend {
+        println!("Members cannot take back what they say.");
+    }
     println!("Nothing said in the room is stored. The admin password cannot be recovered.");
     Ok(0)
 }
