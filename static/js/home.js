@@ -45,12 +45,19 @@ function initCreate(enterRoom) {
     if (key.length < 5) return void (error.textContent = 'The room key needs at least 5 characters.');
     if (admin.length < 8) return void (error.textContent = 'The admin password needs at least 8 characters.');
     if (admin === key) return void (error.textContent = 'The admin password must differ from the room key.');
+    const max = $('create-max').value.trim();
+    if (max && !(Number.isInteger(Number(max)) && Number(max) >= 2)) {
+      return void (error.textContent = 'At least 2 people, or leave it empty.');
+    }
     error.textContent = 'Deriving keys…';
     try {
       const { auth } = await c.deriveRoomSecrets(roomId, key);
       const title = $('create-title').value.trim();
       const room = await api('POST', '/api/rooms', {
         room_id: roomId, auth, admin_password: admin, listed: $('create-listed').checked, title: title || null,
+        ...($('create-lifetime').value ? { lifetime: $('create-lifetime').value } : {}),
+        ...(max ? { max_members: Number(max) } : {}),
+        unsend: $('create-unsend').checked,
       });
       error.textContent = '';
       created = { roomId: room.room_id, key, admin };
@@ -59,7 +66,8 @@ function initCreate(enterRoom) {
       $('create-name').focus();
       loadLobby();
     } catch (err) {
-      error.textContent = err.code === 'room_exists' ? 'That room ID is taken; pick another.' : err.message;
+      error.textContent = err.code === 'room_exists' ? 'That room ID is taken; pick another.'
+        : err.code === 'invalid_options' ? `This server does not allow that: ${err.message}.` : err.message;
     }
   });
   $('share-copy').addEventListener('click', () => copyField($('share-link'), $('share-copy')));

@@ -206,6 +206,9 @@ export class Room {
     this.admin = f.you.admin;
     this.name = f.you.name;
     this.limits = f.limits;
+    // A server that predates room options sends none: the defaults.
+    this.options = f.options ?? { lifetime: 'rolling', max_members: 0, unsend: true };
+    $('room-options').textContent = describeOptions(this.options);
     $('delete-room-btn').hidden = !this.admin;
     this.memberCount = f.member_count ?? f.members.length;
     // A crowd's first page is a full one: its length is the page size.
@@ -499,7 +502,7 @@ export class Room {
       actions ? el('button', { type: 'button', class: 'act', 'aria-label': `Reply to ${who}`, onclick: () => this.startReply(f.seq) }, 'Reply') : '',
       actions ? el('button', { type: 'button', class: 'act', 'aria-label': `React to ${who}`, 'aria-expanded': 'false', onclick: (e) => this.picker(f.seq, e.currentTarget) }, 'React') : '',
       actions && own && seqs.length === 1 ? el('button', { type: 'button', class: 'act edit', 'aria-label': 'Edit your message', onclick: () => this.startEdit(f.seq) }, 'Edit') : '',
-      own ? el('button', { type: 'button', class: 'unsend', 'aria-label': 'Unsend this message', onclick: () => seqs.forEach((seq) => this.send({ type: 'unsend', seq })) }, 'Unsend') : '',
+      own && this.options?.unsend !== false ? el('button', { type: 'button', class: 'unsend', 'aria-label': 'Unsend this message', onclick: () => seqs.forEach((seq) => this.send({ type: 'unsend', seq })) }, 'Unsend') : '',
     );
   }
 
@@ -935,3 +938,14 @@ export class Room {
   }
 }
 
+/** The room's options as its header says them: only what differs from an ordinary room. */
+function describeOptions(options) {
+  const parts = [];
+  if (options.lifetime === 'fixed' && options.ends_at) {
+    parts.push(`ends ${new Date(options.ends_at).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' })}`);
+  }
+  if (options.lifetime === 'empty') parts.push('vanishes when empty');
+  if (options.max_members > 0) parts.push(`up to ${options.max_members} people`);
+  if (options.unsend === false) parts.push('no unsend');
+  return parts.map((p) => ` · ${p}`).join('');
+}

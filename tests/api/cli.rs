@@ -302,6 +302,55 @@ fn cli() -> tokio::process::Command {
     command
 }
 
+/// `ephemera-cli create` sets the room's options, and says what they are.
+#[tokio::test]
+async fn the_binary_creates_a_room_with_options() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let created = cli()
+        .args(["--server", &app.base, "create", "--room", "cli-options"])
+        .args(["--lifetime", "empty", "--max-members", "2", "--no-unsend"])
+        .arg("--key-file")
+        .arg(&key_file)
+        .env("EPHEMERA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    for said in [
+        "vanishes when its last member has left",
+        "At most 2 members",
+        "cannot take back",
+    ] {
+        assert!(stdout.contains(said), "{said:?} in {stdout}");
+    }
+    let auth =
+        tokio::task::spawn_blocking(|| crypto::RoomSecrets::derive("cli-options", KEY).auth_b64())
+            .await
+            .unwrap();
+    let room = Room {
+        id: "cli-options".into(),
+        auth,
+    };
+    let (_ws, welcome) = app.join(&room, "ann").await;
+    assert_eq!(
+        welcome["options"],
+        json!({ "lifetime": "empty", "max_members": 2, "unsend": false })
+    );
+    let refused = cli()
+        .args(["--server", &app.base, "create", "--max-members", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a cap of 1 is refused before asking anything"
+    );
+}
+
 #[tokio::test]
 async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
     let app = spawn_app().await;

@@ -741,6 +741,35 @@ async function safetyCodeShown(page, name) {
   return page.textContent('#verify-code');
 }
 
+test('room options from the Create form: a one-to-one room that ends in an hour, without unsend', async () => {
+  const key = 'one to one key';
+  const [clinic, patient, third] = [await person(), await person(), await person()];
+  await clinic.page.goto(base);
+  await clinic.page.fill('#create-room', 'clinic-room');
+  await clinic.page.fill('#create-key', key);
+  await clinic.page.fill('#create-admin', 'clinic-admin-1');
+  await clinic.page.selectOption('#create-lifetime', '1h');
+  await clinic.page.fill('#create-max', '2');
+  await clinic.page.uncheck('#create-unsend');
+  await clinic.page.click('#panel-create button[type=submit]');
+  await clinic.page.locator('#create-result').waitFor();
+  await clinic.page.fill('#create-name', 'clinic');
+  await clinic.page.click('#create-enter');
+  await connected(clinic.page);
+  const said = await clinic.page.textContent('#room-options');
+  for (const part of ['ends ', 'up to 2 people', 'no unsend']) assert.ok(said.includes(part), said);
+  await say(clinic.page, 'hello from the clinic');
+  await messages(clinic.page).locator('.msg.own', { hasText: 'hello from the clinic' }).waitFor();
+  assert.equal(await clinic.page.locator('#messages button[aria-label="Unsend this message"]').count(), 0);
+
+  await enter(patient, 'clinic-room', key, 'patient');
+  await third.page.goto(`${base}/r/clinic-room#key=${encodeURIComponent(key)}`);
+  await third.page.fill('#join-name', 'third');
+  await third.page.click('#panel-join button[type=submit]');
+  await third.page.locator('#join-error', { hasText: 'The room is full.' }).waitFor();
+  await accessible(clinic.page, 'a room with options');
+});
+
 test('private conversations have their own place, unread counts and a composer that says where it sends', async () => {
   const key = 'conversation key';
   const [jo, kim, lou] = [await person(), await person(), await person()];
