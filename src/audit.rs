@@ -51,6 +51,10 @@ pub enum Event {
     /// A `DELETE` with a wrong admin password (or for a room that does not exist).
     DeleteRefused,
     Kick,
+    Lock,
+    Unlock,
+    /// An admin made another member an admin.
+    AdminMade,
     RateLimited,
     SessionReplaced,
 }

@@ -55,6 +55,28 @@ pub fn kicked(name: &str, by: &str, count: usize) -> ByteString {
     notice(BotEvent::Kick, None, Some(name), count, &text)
 }
 
+/// To everyone: an admin locked or unlocked the room.
+pub fn locked(by: &str, locked: bool, count: usize) -> ByteString {
+    let (event, text) = if locked {
+        (
+            BotEvent::Lock,
+            format!("{by} locked the room: nobody new can join."),
+        )
+    } else {
+        (
+            BotEvent::Unlock,
+            format!("{by} unlocked the room: people can join again."),
+        )
+    };
+    notice(event, None, Some(by), count, &text)
+}
+
+/// To everyone: `member` is an admin now, made one by `by`.
+pub fn made_admin(member: MemberView<'_>, by: &str, count: usize) -> ByteString {
+    let text = format!("{} is now an admin (made one by {by}).", member.name);
+    notice(BotEvent::Admin, Some(member), Some(by), count, &text)
+}
+
 /// To everyone in a crowd, once a second while people come and go.
 pub fn summary(joined: usize, left: usize, count: usize) -> ByteString {
     let what = match (joined, left) {

@@ -242,6 +242,32 @@ pub enum Event<'a> {
         node: u64,
         #[serde(borrow)]
         members: Vec<Peer<'a>>,
+        /// Whether the room is locked, as that node has it.
+        #[serde(default)]
+        locked: bool,
+    },
+    /// An admin on `node` locked or unlocked the room.
+    Locked {
+        node: u64,
+        locked: bool,
+        #[serde(borrow)]
+        by: Cow<'a, str>,
+    },
+    /// An admin on another node makes `name`, whose node is `node`, an admin.
+    Promote {
+        node: u64,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        by: Cow<'a, str>,
+    },
+    /// `name`, a member of `node`, is an admin now.
+    Promoted {
+        node: u64,
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+        #[serde(borrow)]
+        by: Cow<'a, str>,
     },
     /// An admin on another node removes `name`, whose node is `node`.
     Kick {

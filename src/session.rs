@@ -672,6 +672,27 @@ async fn handle(
             }
             state.audit.record(record);
         }
+        ClientFrame::Lock | ClientFrame::Unlock => {
+            let locked = matches!(frame, ClientFrame::Lock);
+            room.set_locked(conn, locked)?;
+            let by = member.name(room);
+            let event = if locked {
+                audit::Event::Lock
+            } else {
+                audit::Event::Unlock
+            };
+            state.audit.record(member.audit(room, event, &by));
+        }
+        ClientFrame::MakeAdmin { name } => {
+            let by = member.name(room);
+            room.make_admin(conn, name)?;
+            let made = MemberName::parse(name).ok();
+            let mut record = member.audit(room, audit::Event::AdminMade, &made);
+            if let Some(by) = &by {
+                record = record.by_member(by);
+            }
+            state.audit.record(record);
+        }
         ClientFrame::DeleteRoom => {
             if !room.is_admin(conn) {
                 return Err(ErrorCode::Forbidden);

@@ -105,6 +105,9 @@ struct Sent {
 pub(super) struct RoomState {
     /// The room's creator allowed `unsend` (its options).
     unsend_allowed: bool,
+    /// An admin locked the room: no new member joins (an admin may). In memory: a room that
+    /// empties is unlocked.
+    locked: bool,
     /// In no order: a leaver's place is taken by the last member, so a crowd that empties at
     /// once costs no shifting.
     members: Vec<Member>,
@@ -431,6 +434,7 @@ impl Room {
             extended: Mutex::new(None),
             state: Mutex::new(RoomState {
                 unsend_allowed,
+                locked: false,
                 members: Vec::new(),
                 by_conn: HashMap::new(),
                 remote: Vec::new(),
@@ -541,6 +545,10 @@ impl Room {
                 (i, false)
             }
             None => {
+                // A member moving in from another node with its token was inside already.
+                if state.locked && !entry.admin && !entry.moved {
+                    return Err(Refused::Code(ErrorCode::RoomLocked));
+                }
                 let max = self.limits.max_members;
                 if max > 0 && state.count() >= max {
                     return Err(Refused::Code(ErrorCode::RoomFull));
@@ -570,6 +578,7 @@ impl Room {
             session: token.encode().into(),
             limits: self.limits,
             options: self.record.options_view(),
+            locked: state.locked,
         }
         .wire();
         let _ = me.outbox.push(&welcome);
@@ -645,6 +654,73 @@ impl Room {
             }
         }
         Ok(())
+    }
+
+    /// `lock` and `unlock`: admins only. Every member (on every node) hears it from the bot.
+    pub fn set_locked(self: &Arc<Self>, by: ConnId, locked: bool) -> Result<(), ErrorCode> {
+        let mut state = self.lock();
+        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
+        if !admin.admin {
+            return Err(ErrorCode::Forbidden);
+        }
+        let by_name = admin.name.as_ref().to_owned();
+        self.lock_here(&mut state, locked, &by_name);
+        if let Some(cluster) = self.cluster() {
+            self.tell_others(&Event::Locked {
+                node: cluster.node(),
+                locked,
+                by: by_name.as_str().into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn lock_here(self: &Arc<Self>, state: &mut RoomState, locked: bool, by: &str) {
+        if std::mem::replace(&mut state.locked, locked) != locked {
+            let notice = bot::locked(by, locked, state.count());
+            self.announce(state, &notice, None);
+        }
+    }
+
+    /// `make_admin`: admins only. The member becomes an admin for as long as it stays; every
+    /// member (on every node) hears it from the bot.
+    pub fn make_admin(self: &Arc<Self>, by: ConnId, target: &str) -> Result<(), ErrorCode> {
+        let mut state = self.lock();
+        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
+        if !admin.admin {
+            return Err(ErrorCode::Forbidden);
+        }
+        let by_name = admin.name.as_ref().to_owned();
+        match state.slot(target).ok_or(ErrorCode::NoSuchMember)? {
+            Slot::Local(index) => self.promote_local(&mut state, index, &by_name),
+            Slot::Remote(index) => {
+                let target = &state.remote[index];
+                self.tell_others(&Event::Promote {
+                    node: target.node,
+                    name: target.name.as_ref().into(),
+                    by: by_name.as_str().into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the member here at `index` an admin, and tells every node.
+    pub(super) fn promote_local(self: &Arc<Self>, state: &mut RoomState, index: usize, by: &str) {
+        if std::mem::replace(&mut state.members[index].admin, true) {
+            return;
+        }
+        let name = state.members[index].name.clone();
+        state.roster_changed(name.key());
+        let notice = bot::made_admin(state.members[index].view(), by, state.count());
+        self.announce(state, &notice, None);
+        if let Some(cluster) = self.cluster() {
+            self.tell_others(&Event::Promoted {
+                node: cluster.node(),
+                name: name.as_ref().into(),
+                by: by.into(),
+            });
+        }
     }
 
     /// Removes a member here for a kick by `by`: it gets `kicked` and close 4403, the others

@@ -26,6 +26,7 @@ const WORDS = {
   invalid_pubkey: 'This browser\'s DM key was refused.',
   rate_limited: 'Too many failed attempts; wait a minute.',
   room_full: 'The room is full.',
+  room_locked: 'The room is locked: nobody new can join until an admin unlocks it.',
 };
 
 /**

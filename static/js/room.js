@@ -160,6 +160,7 @@ export class Room {
     $('compose').placeholder = '';
     $('typing').textContent = '';
     $('delete-room-btn').hidden = true;
+    $('lock-btn').hidden = true;
     $('notify-btn').hidden = true;
     $('leave-btn').hidden = true;
     $('home-btn').focus();
@@ -208,8 +209,8 @@ export class Room {
     this.limits = f.limits;
     // A server that predates room options sends none: the defaults.
     this.options = f.options ?? { lifetime: 'rolling', max_members: 0, unsend: true };
-    $('room-options').textContent = describeOptions(this.options);
-    $('delete-room-btn').hidden = !this.admin;
+    this.locked = f.locked === true;
+    this.renderAdmin();
     this.memberCount = f.member_count ?? f.members.length;
     // A crowd's first page is a full one: its length is the page size.
     this.pageSize = this.memberCount > f.members.length ? f.members.length : null;
@@ -267,6 +268,21 @@ export class Room {
     if (this.conversations.has(m.name)) this.notice(text, m.name);
   }
 
+  /** What only an admin may do, and the lock, as the menu and the header show them. */
+  renderAdmin() {
+    $('delete-room-btn').hidden = !this.admin;
+    $('lock-btn').hidden = !this.admin;
+    $('lock-btn').textContent = this.locked ? 'Unlock room' : 'Lock room';
+    $('lock-btn').setAttribute('aria-pressed', String(this.locked));
+    $('room-options').textContent = describeOptions(this.options) + (this.locked ? ' · locked' : '');
+  }
+
+  async makeAdmin(name) {
+    if (await confirmDialog(`Make ${name} an admin? They can then remove people, lock and delete the room for as long as they stay.`, 'Make admin', false)) {
+      this.send({ type: 'make_admin', name });
+    }
+  }
+
   renderMembers() {
     const items = [...this.members.values()].map((m) => {
       const me = m.name === this.name;
@@ -274,6 +290,7 @@ export class Room {
         el('span', { class: 'who' }, el('strong', {}, m.name), me ? ' (you)' : '', m.admin ? el('span', { class: 'badge' }, 'admin') : '', me ? '' : this.trust(m.name)),
         !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.openConversation(m.name), 'aria-label': `Private message to ${m.name}` }, 'Message') : '',
         !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.verify(m.name), 'aria-label': `Verify ${m.name}` }, 'Verify') : '',
+        !me && this.admin && !m.admin ? el('button', { type: 'button', onclick: () => this.makeAdmin(m.name), 'aria-label': `Make ${m.name} an admin` }, 'Make admin') : '',
         !me && this.admin ? el('button', { type: 'button', class: 'danger', onclick: () => this.kick(m.name), 'aria-label': `Remove ${m.name}` }, 'Remove') : '',
       );
     });
@@ -654,10 +671,13 @@ export class Room {
       this.send({ type: 'members' });
     }
     const line = () => el('div', { class: 'msg bot', role: 'note' }, el('span', {}, f.text), ' ', el('time', { class: 'hint', datetime: new Date(f.ts).toISOString() }, time(f.ts)));
-    if (f.event === 'join' && f.member) {
+    if ((f.event === 'join' || f.event === 'admin') && f.member) {
       this.members.set(f.member.name, f.member);
-      this.checkKey(f.member);
+      if (f.event === 'join') this.checkKey(f.member);
+      if (f.event === 'admin' && f.member.name === this.name) this.admin = true;
     }
+    if (f.event === 'lock' || f.event === 'unlock') this.locked = f.event === 'lock';
+    if (f.event === 'admin' || f.event === 'lock' || f.event === 'unlock') this.renderAdmin();
     const gone = (f.event === 'leave' || f.event === 'kick') && f.name;
     if (gone) {
       // Whoever takes the name next is someone else: it may not edit what was said under it.
@@ -917,6 +937,7 @@ export class Room {
         $('menu-toggle').focus();
       }
     });
+    $('lock-btn').addEventListener('click', () => this.send({ type: this.locked ? 'unlock' : 'lock' }));
     $('delete-room-btn').addEventListener('click', async () => {
       if (await confirmDialog('Delete this room for everyone? This cannot be undone.', 'Delete room')) this.send({ type: 'delete_room' });
     });

@@ -578,3 +578,41 @@ async fn a_deletion_missed_during_an_outage_is_caught_up_when_redis_returns() {
     let (code, frames) = alice.closed().await;
     assert_eq!(code, 4410, "{frames:?}");
 }
+
+/// The next bot notice of `event` that `ws` gets (others, such as join notices, pass by).
+async fn notice(ws: &mut crate::helpers::Ws, event: &str) -> serde_json::Value {
+    loop {
+        let bot = ws.recv_type("bot").await;
+        if bot["event"] == event {
+            return bot;
+        }
+    }
+}
+
+/// A lock said on one node holds on every node; an admin on one node makes a member of the
+/// other an admin, who can then unlock the room from there.
+#[tokio::test]
+async fn a_lock_and_a_new_admin_cover_both_nodes() {
+    let (_mongo, _redis, a, b) = two_nodes("cluster_lock").await;
+    let room = a.room().await;
+    let (mut ann, _) = a.join_admin(&room, "ann").await;
+    let (mut bo, _) = b.join(&room, "bo").await;
+    ann.send_json(&json!({ "type": "lock" })).await;
+    assert_eq!(notice(&mut bo, "lock").await["name"], "ann");
+    let mut cy = b.connect(&room.id).await;
+    cy.send_json(&json!({ "type": "join", "name": "cy", "auth": room.auth }))
+        .await;
+    cy.refused("room_locked", 4423).await;
+
+    ann.send_json(&json!({ "type": "make_admin", "name": "bo" }))
+        .await;
+    for ws in [&mut ann, &mut bo] {
+        let made = notice(ws, "admin").await;
+        assert_eq!(made["member"]["name"], "bo");
+        assert_eq!(made["member"]["admin"], true);
+    }
+    bo.send_json(&json!({ "type": "unlock" })).await;
+    assert_eq!(notice(&mut ann, "unlock").await["name"], "bo");
+    let (_cy, welcome) = a.join(&room, "cy").await;
+    assert_eq!(welcome["locked"], false);
+}

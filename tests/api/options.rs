@@ -187,3 +187,62 @@ async fn a_room_that_vanishes_when_empty_leaves_nothing() {
     let response = app.delete_room(&room.id, ADMIN_PASSWORD).await;
     assert_eq!(response.status(), 404, "its record is gone");
 }
+
+/// An admin locks the room: nobody new gets in (an admin does, and a member coming back with
+/// its token); an admin makes another member an admin, who can then do what admins do.
+#[tokio::test]
+async fn an_admin_locks_the_room_and_hands_over() {
+    let app = spawn_app().await;
+    let room = app.room().await;
+    let (mut ann, _) = app.join_admin(&room, "ann").await;
+    let (mut bo, bo_welcome) = app.join(&room, "bo").await;
+    ann.recv_type("bot").await;
+
+    bo.send_json(&json!({ "type": "lock" })).await;
+    assert_eq!(bo.recv_type("error").await["code"], "forbidden");
+    ann.send_json(&json!({ "type": "lock" })).await;
+    for ws in [&mut ann, &mut bo] {
+        let notice = ws.recv_type("bot").await;
+        assert_eq!(notice["event"], "lock", "{notice}");
+        assert_eq!(notice["name"], "ann");
+    }
+    let mut cy = app.connect(&room.id).await;
+    cy.send_json(&json!({ "type": "join", "name": "cy", "auth": room.auth }))
+        .await;
+    cy.refused("room_locked", 4423).await;
+    let (_admin, welcome) = app
+        .join_with(
+            &room,
+            json!({ "name": "dee", "admin_password": ADMIN_PASSWORD }),
+        )
+        .await;
+    assert_eq!(welcome["locked"], true);
+    // bo comes back on a new socket: a member coming back is not new.
+    let mut back = app.connect(&room.id).await;
+    back.send_json(&json!({ "type": "join", "name": "bo", "auth": room.auth, "session": bo_welcome["session"] }))
+        .await;
+    let again = back.recv_type("welcome").await;
+    assert_eq!(again["locked"], true);
+
+    ann.send_json(&json!({ "type": "make_admin", "name": "bo" }))
+        .await;
+    let made = back.recv_type("bot").await;
+    let made = if made["event"] == "admin" {
+        made
+    } else {
+        back.recv_type("bot").await
+    };
+    assert_eq!(made["event"], "admin", "{made}");
+    assert_eq!(made["member"]["name"], "bo");
+    assert_eq!(made["member"]["admin"], true);
+    back.send_json(&json!({ "type": "unlock" })).await;
+    let unlocked = loop {
+        let notice = ann.recv_type("bot").await;
+        if notice["event"] == "unlock" {
+            break notice;
+        }
+    };
+    assert_eq!(unlocked["name"], "bo");
+    let (_cy, welcome) = app.join(&room, "cy").await;
+    assert_eq!(welcome["locked"], false);
+}

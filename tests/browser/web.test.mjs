@@ -770,6 +770,33 @@ test('room options from the Create form: a one-to-one room that ends in an hour,
   await accessible(clinic.page, 'a room with options');
 });
 
+test('an admin locks the room from the menu and makes another member an admin', async () => {
+  const key = 'lock room key';
+  const [ann, bo, cy] = [await person(), await person(), await person()];
+  await createRoom(ann.page, 'lock-room', key, 'lock-admin-1');
+  await ann.page.goto(`${base}/r/lock-room#key=${encodeURIComponent(key)}`);
+  await ann.page.fill('#join-name', 'ann');
+  await ann.page.fill('#join-admin', 'lock-admin-1');
+  await ann.page.click('#panel-join button[type=submit]');
+  await connected(ann.page);
+  await enter(bo, 'lock-room', key, 'bo');
+  assert.equal(await bo.page.isVisible('#lock-btn'), false, 'only an admin sees the lock');
+  await ann.page.click('#lock-btn');
+  await bo.page.locator('#room-options', { hasText: 'locked' }).waitFor();
+  await cy.page.goto(`${base}/r/lock-room#key=${encodeURIComponent(key)}`);
+  await cy.page.fill('#join-name', 'cy');
+  await cy.page.click('#panel-join button[type=submit]');
+  await cy.page.locator('#join-error', { hasText: 'The room is locked' }).waitFor();
+
+  await ann.page.click('#member-list button[aria-label="Make bo an admin"]');
+  await ann.page.click('#confirm-ok');
+  await bo.page.locator('#delete-room-btn').waitFor();
+  assert.equal(await bo.page.textContent('#lock-btn'), 'Unlock room');
+  await bo.page.click('#lock-btn');
+  await ann.page.locator('#lock-btn', { hasText: 'Lock room' }).waitFor();
+  await enter(cy, 'lock-room', key, 'cy');
+});
+
 test('private conversations have their own place, unread counts and a composer that says where it sends', async () => {
   const key = 'conversation key';
   const [jo, kim, lou] = [await person(), await person(), await person()];

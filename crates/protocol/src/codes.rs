@@ -23,11 +23,12 @@ pub enum ErrorCode {
     RoomFull,
     StoreUnavailable,
     ClusterUnavailable,
+    RoomLocked,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::BadRequest,
         Self::RateLimited,
         Self::Forbidden,
@@ -44,6 +45,7 @@ impl ErrorCode {
         Self::RoomFull,
         Self::StoreUnavailable,
         Self::ClusterUnavailable,
+        Self::RoomLocked,
     ];
 
     /// The code a wire string names, if it is one of this contract's.
@@ -69,6 +71,7 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::StoreUnavailable => "store_unavailable",
             Self::ClusterUnavailable => "cluster_unavailable",
+            Self::RoomLocked => "room_locked",
         }
     }
 
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::InvalidName | Self::InvalidPubkey => 4422,
             Self::RateLimited => 4429,
             Self::RoomFull => 4503,
+            Self::RoomLocked => 4423,
             Self::StoreUnavailable | Self::ClusterUnavailable => 1011,
             Self::Forbidden | Self::NoSuchMember | Self::NoSuchMessage => close::PROTOCOL,
         }
@@ -111,6 +115,7 @@ impl ErrorCode {
             Self::ClusterUnavailable => {
                 "this node cannot reach the other nodes of the cluster; try again later"
             }
+            Self::RoomLocked => "the room is locked: nobody new can join until an admin unlocks it",
         }
     }
 }

@@ -130,6 +130,15 @@ pub enum ClientFrame<'a, B = &'a RawValue> {
     Kick {
         name: Cow<'a, str>,
     },
+    /// Admins only: no new member may join (an admin may, and a member coming back with its
+    /// `session` token) until `unlock`.
+    Lock,
+    Unlock,
+    /// Admins only: `name` becomes an admin for as long as it stays (the admin password stays
+    /// the creator's).
+    MakeAdmin {
+        name: Cow<'a, str>,
+    },
     DeleteRoom,
     /// One page of the member list: page `page` (from 0), or the page that holds `name`.
     Members {
@@ -197,6 +206,9 @@ impl<'a> ClientFrame<'a> {
                 seq: raw.seq?.as_u64().filter(|&s| s > 0),
             },
             "kick" => Self::Kick { name: raw.name? },
+            "lock" => Self::Lock,
+            "unlock" => Self::Unlock,
+            "make_admin" => Self::MakeAdmin { name: raw.name? },
             "delete_room" => Self::DeleteRoom,
             "members" => Self::Members {
                 page: match raw.page {
@@ -285,6 +297,9 @@ pub enum ServerFrame<'a, B = &'a RawValue, L = Cow<'a, [MemberView<'a>]>> {
         /// Absent from servers that predate room options: read as the defaults.
         #[serde(default)]
         options: RoomOptions,
+        /// Whether an admin has locked the room (a member coming back may find it so).
+        #[serde(default)]
+        locked: bool,
     },
     Message {
         seq: u64,
@@ -392,6 +407,11 @@ pub enum BotEvent {
     Kick,
     /// In a crowd: who came and went in the last second, counted instead of named.
     Summary,
+    /// An admin locked the room (`name`: who): nobody new can join.
+    Lock,
+    Unlock,
+    /// `member` became an admin (`name`: who made it one).
+    Admin,
 }
 
 impl BotEvent {
@@ -402,6 +422,9 @@ impl BotEvent {
             Self::Leave => "leave",
             Self::Kick => "kick",
             Self::Summary => "summary",
+            Self::Lock => "lock",
+            Self::Unlock => "unlock",
+            Self::Admin => "admin",
         }
     }
 }
@@ -527,6 +550,7 @@ mod tests {
                 max_members: 4,
             },
             options: RoomOptions::default(),
+            locked: false,
         };
         let welcome = welcome.encode();
         match serde_json::from_str::<ServerFrame<'_, serde_json::Value>>(&welcome).unwrap() {

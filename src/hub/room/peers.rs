@@ -170,7 +170,11 @@ impl Room {
             Event::Unsent { seq, by, author } => {
                 Self::take_back(&mut state, *seq, by, MemberId(*author));
             }
-            Event::Joined { node, .. } | Event::Left { node, .. } | Event::Roster { node, .. }
+            Event::Joined { node, .. }
+            | Event::Left { node, .. }
+            | Event::Roster { node, .. }
+            | Event::Locked { node, .. }
+            | Event::Promoted { node, .. }
                 if *node == me => {}
             Event::Joined { node, peer, moved } => {
                 self.peer_joined(&mut state, *node, peer, *moved);
@@ -185,7 +189,33 @@ impl Room {
                 self.tell_others(&Self::roster(&state, me));
             }
             Event::Hello { .. } => {}
-            Event::Roster { node, members } => self.take_roster(&mut state, *node, members),
+            Event::Roster {
+                node,
+                members,
+                locked,
+            } => {
+                state.locked = *locked;
+                self.take_roster(&mut state, *node, members);
+            }
+            Event::Locked { locked, by, .. } => self.lock_here(&mut state, *locked, by),
+            Event::Promote { node, name, by } => {
+                if *node == me {
+                    if let Some(Slot::Local(index)) = state.slot(name) {
+                        self.promote_local(&mut state, index, by);
+                    }
+                }
+            }
+            Event::Promoted { name, by, .. } => {
+                if let Some(Slot::Remote(index)) = state.slot(name) {
+                    if !std::mem::replace(&mut state.remote[index].admin, true) {
+                        let key = state.remote[index].name.clone();
+                        state.roster_changed(key.key());
+                        let view = state.remote[index].view();
+                        let notice = bot::made_admin(view, by, state.count());
+                        self.announce(&mut state, &notice, None);
+                    }
+                }
+            }
             Event::Kick { node, name, by } => {
                 if *node == me {
                     if let Some(Slot::Local(index)) = state.slot(name) {
@@ -200,7 +230,11 @@ impl Room {
     /// This node's members, for the others.
     fn roster(state: &RoomState, me: u64) -> Event<'_> {
         let members = state.members.iter().map(Member::peer).collect();
-        Event::Roster { node: me, members }
+        Event::Roster {
+            node: me,
+            members,
+            locked: state.locked,
+        }
     }
 
     /// Tells the other nodes who is here (after an outage, when they may have dropped them or

@@ -90,7 +90,10 @@ pub(super) fn handle(inner: &Inner, text: &str) {
                     }
                 }
                 match (event, member, name) {
-                    (BotEvent::Join, Some(member), _) => {
+                    (BotEvent::Join | BotEvent::Admin, Some(member), _) => {
+                        if event == BotEvent::Admin && member.name == state.name {
+                            state.admin = true;
+                        }
                         state.members.retain(|m| m.name != member.name);
                         state.members.push(member.into());
                     }

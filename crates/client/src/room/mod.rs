@@ -502,6 +502,20 @@ impl RoomClient {
         self.send_frame(ClientFrame::Kick { name: name.into() })
     }
 
+    /// Locks the room (no new member joins) or unlocks it; admins only.
+    pub fn set_locked(&self, locked: bool) -> Result<(), SendError> {
+        self.send_frame(if locked {
+            ClientFrame::Lock
+        } else {
+            ClientFrame::Unlock
+        })
+    }
+
+    /// Makes `name` an admin; admins only.
+    pub fn make_admin(&self, name: &str) -> Result<(), SendError> {
+        self.send_frame(ClientFrame::MakeAdmin { name: name.into() })
+    }
+
     pub fn delete_room(&self) -> Result<(), SendError> {
         self.send_frame(ClientFrame::DeleteRoom)
     }

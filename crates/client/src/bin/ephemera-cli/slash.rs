@@ -95,6 +95,12 @@ enum Slash {
     },
     /// Remove a member (admins).
     Kick { name: String },
+    /// Stop new members from joining (admins).
+    Lock,
+    /// Let new members join again (admins).
+    Unlock,
+    /// Make a member an admin for as long as it stays (admins).
+    Admin { name: String },
     /// Delete the current room (admins).
     Delete,
     /// This list.
@@ -365,6 +371,9 @@ impl Session<'_> {
             }
             Slash::Unsend { seq } => rooms.current()?.unsend(seq).map_err(err)?,
             Slash::Kick { name } => rooms.current()?.kick(&name).map_err(err)?,
+            Slash::Lock => rooms.current()?.set_locked(true).map_err(err)?,
+            Slash::Unlock => rooms.current()?.set_locked(false).map_err(err)?,
+            Slash::Admin { name } => rooms.current()?.make_admin(&name).map_err(err)?,
             Slash::Delete => rooms.current()?.delete_room().map_err(err)?,
         }
         Ok(false)
