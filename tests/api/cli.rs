@@ -302,6 +302,74 @@ fn cli() -> tokio::process::Command {
     command
 }
 
+/// A teacher's announcement to three rooms in one step: `send ROOM… TEXT`, each room's key from
+/// a key file of `ROOM KEY` lines; ten members across the rooms hear it once each.
+#[tokio::test]
+async fn one_send_reaches_three_rooms_with_their_own_keys() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    let mut rooms = Vec::new();
+    for i in 0..3 {
+        let id = format!("class-{i}");
+        let key = format!("key of class {i}");
+        let (derive_id, derive_key) = (id.clone(), key.clone());
+        let auth = tokio::task::spawn_blocking(move || {
+            crypto::RoomSecrets::derive(&derive_id, &derive_key).auth_b64()
+        })
+        .await
+        .unwrap();
+        Api::new(&app.base)
+            .unwrap()
+            .create(Some(&id), &auth, ADMIN_PASSWORD, false, None)
+            .await
+            .unwrap();
+        lines.push_str(&format!("{id} {key}\n"));
+        rooms.push((id, key));
+    }
+    let key_file = dir.path().join("keys");
+    std::fs::write(&key_file, lines).unwrap();
+    let mut students = Vec::new();
+    for n in 0..10 {
+        let (id, key) = &rooms[n % 3];
+        let (tx, rx) = mpsc::unbounded_channel();
+        let api = Api::new(&app.base).unwrap();
+        let client = RoomClient::join(&api, id, key, &format!("student{n}"), None, tx)
+            .await
+            .unwrap();
+        students.push((client, rx));
+    }
+    let sent = cli()
+        .args([
+            "--server", &app.base, "send", "class-0", "class-1", "class-2",
+        ])
+        .args(["--name", "teacher", "Exam moved to Friday"])
+        .arg("--key-file")
+        .arg(&key_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let stdout = String::from_utf8(sent.stdout).unwrap();
+    for i in 0..3 {
+        assert!(stdout.contains(&format!("to class-{i}")), "{stdout}");
+    }
+    for (_client, rx) in &mut students {
+        let heard = tokio::time::timeout(CLI_WAIT, async {
+            loop {
+                match rx.recv().await {
+                    Some(Event::Message { text, from, .. }) if from == "teacher" => break text,
+                    Some(_) => continue,
+                    None => panic!("the room ended"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(heard, "Exam moved to Friday");
+    }
+}
+
 /// `ephemera-cli create` sets the room's options, and says what they are.
 #[tokio::test]
 async fn the_binary_creates_a_room_with_options() {
@@ -396,7 +464,13 @@ async fn the_binary_creates_sends_listens_and_exits_with_distinct_codes() {
 
     let sent = cli()
         .args([
-            "--server", &server, "send", "cli-room", "--name", "sender", "hello", "from", "argv",
+            "--server",
+            &server,
+            "send",
+            "cli-room",
+            "--name",
+            "sender",
+            "hello from argv",
         ])
         .env("EPHEMERA_ROOM_KEY", KEY)
         .output()

@@ -101,13 +101,13 @@ enum Command {
         #[arg(long, default_value = "ephemera-downloads")]
         download_dir: PathBuf,
     },
-    /// Send one message and exit.
+    /// Send one message to one room or several (`send ROOM… TEXT`: the last argument is the
+    /// text), and exit. With several rooms, give their keys in a --key-file of `ROOM KEY` lines.
     Send {
-        room: String,
+        #[arg(required = true, num_args = 1.., value_name = "ROOM… TEXT")]
+        args: Vec<String>,
         #[arg(long)]
         name: String,
-        #[arg(required = true, num_args = 1..)]
-        text: Vec<String>,
     },
     /// Print what happens in a room, one line per event.
     Listen {
@@ -161,17 +161,47 @@ fn ended(reason: &Ended) -> u8 {
     }
 }
 
+/// A room's key: from `--key-file` (a line `ROOM KEY` for that room, or else a file of one
+/// line, the key of every room), `EPHEMERA_ROOM_KEY`, or a prompt.
 pub(crate) fn room_key(cli: &Cli, room: &str) -> Result<String, Fail> {
     if let Some(path) = &cli.key_file {
-        let key = std::fs::read_to_string(path)
+        let text = std::fs::read_to_string(path)
             .map_err(|e| Fail(exit::FAILURE, format!("{}: {e}", path.display())))?;
-        return Ok(key.trim_end_matches(['\n', '\r']).to_owned());
+        return key_in(&text, room).ok_or_else(|| {
+            Fail(
+                exit::FAILURE,
+                format!("{}: no line for room {room}", path.display()),
+            )
+        });
     }
     if let Ok(key) = std::env::var("EPHEMERA_ROOM_KEY") {
         return Ok(key);
     }
     rpassword::prompt_password(format!("Room key for {room}: "))
         .map_err(|e| Fail(exit::FAILURE, format!("cannot read the key: {e}")))
+}
+
+/// Joins `room` as `name`, says `text` and leaves; the message's `seq`.
+async fn send_one(cli: &Cli, api: &Api, room: &str, name: &str, text: &str) -> Result<u64, Fail> {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let client = RoomClient::join(api, room, &room_key(cli, room)?, name, None, tx).await?;
+    let seq = client.send_text(None, text).await?;
+    client.leave_and_wait(Duration::from_secs(2)).await;
+    Ok(seq)
+}
+
+/// The key for `room` in a key file's text.
+fn key_in(text: &str, room: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let listed = lines.iter().find_map(|line| {
+        let (id, key) = line.split_once(char::is_whitespace)?;
+        (id == room).then(|| key.trim().to_owned())
+    });
+    match (listed, lines.as_slice()) {
+        (Some(key), _) => Some(key),
+        (None, [only]) => Some(only.trim_end_matches('\r').to_owned()),
+        (None, _) => None,
+    }
 }
 
 fn admin_password(prompt: &str) -> Result<String, Fail> {
@@ -233,14 +263,28 @@ async fn run(cli: &Cli) -> Result<u8, Fail> {
             }
             Ok(0)
         }
-        Command::Send { room, name, text } => {
-            let (tx, _rx) = mpsc::unbounded_channel();
-            let client =
-                RoomClient::join(&api, room, &room_key(cli, room)?, name, None, tx).await?;
-            let seq = client.send_text(None, &text.join(" ")).await?;
-            client.leave_and_wait(Duration::from_secs(2)).await;
-            println!("sent #{seq}");
-            Ok(0)
+        Command::Send { args, name } => {
+            let Some((text, rooms)) = args.split_last().filter(|(_, rooms)| !rooms.is_empty())
+            else {
+                return Err(Fail(
+                    exit::USAGE,
+                    "send ROOM… TEXT: at least one room, then the text (quoted)".into(),
+                ));
+            };
+            // Every room, each in its own visit; a room that fails does not stop the others,
+            // and the exit code is the first failure's.
+            let mut first_failure = None;
+            for room in rooms {
+                match send_one(cli, &api, room, name, text).await {
+                    Ok(seq) if rooms.len() == 1 => println!("sent #{seq}"),
+                    Ok(seq) => println!("sent #{seq} to {room}"),
+                    Err(Fail(code, reason)) => {
+                        eprintln!("ephemera-cli: {room}: {}", terminal::line(&reason));
+                        first_failure.get_or_insert(code);
+                    }
+                }
+            }
+            Ok(first_failure.unwrap_or(0))
         }
         Command::Listen {
             room,
