@@ -161,6 +161,7 @@ export class Room {
     $('typing').textContent = '';
     $('delete-room-btn').hidden = true;
     $('lock-btn').hidden = true;
+    $('broadcast-btn').hidden = true;
     $('notify-btn').hidden = true;
     $('leave-btn').hidden = true;
     $('home-btn').focus();
@@ -272,6 +273,7 @@ export class Room {
   renderAdmin() {
     $('delete-room-btn').hidden = !this.admin;
     $('lock-btn').hidden = !this.admin;
+    $('broadcast-btn').hidden = !this.admin;
     $('lock-btn').textContent = this.locked ? 'Unlock room' : 'Lock room';
     $('lock-btn').setAttribute('aria-pressed', String(this.locked));
     $('room-options').textContent = describeOptions(this.options) + (this.locked ? ' · locked' : '');
@@ -823,6 +825,20 @@ export class Room {
     await this.sendSealed(plain, context ? context.other : this.dmTo);
   }
 
+  /**
+   * An admin's word to every member, each as a private message under that pair's key (a member
+   * without a DM key cannot get one, and is named); one after the other, so the room's rate
+   * limit is kept.
+   */
+  async messageEach(text) {
+    const others = [...this.members.values()].filter((m) => m.name !== this.name);
+    const reachable = others.filter((m) => m.pubkey);
+    for (const m of reachable) await this.sendSealed({ from: this.name, kind: 'text', text }, m.name);
+    const missed = others.filter((m) => !m.pubkey).map((m) => m.name);
+    this.notice(`Sent privately to ${reachable.length} ${reachable.length === 1 ? 'member' : 'members'}.`
+      + (missed.length ? ` Not to ${missed.join(', ')}: no private key.` : ''));
+  }
+
   async sendFile(file, to = this.dmTo) {
     for await (const plain of chunks(file, this.name)) await this.sendSealed(plain, to);
   }
@@ -938,6 +954,18 @@ export class Room {
       }
     });
     $('lock-btn').addEventListener('click', () => this.send({ type: this.locked ? 'unlock' : 'lock' }));
+    $('broadcast-btn').addEventListener('click', () => {
+      const dialog = $('broadcast-dialog');
+      $('broadcast-text').value = '';
+      dialog.returnValue = '';
+      dialog.showModal();
+      $('broadcast-text').focus();
+    });
+    $('broadcast-dialog').addEventListener('close', () => {
+      const text = $('broadcast-text').value.trim();
+      if ($('broadcast-dialog').returnValue === 'ok' && text) this.messageEach(text);
+      $('broadcast-btn').focus();
+    });
     $('delete-room-btn').addEventListener('click', async () => {
       if (await confirmDialog('Delete this room for everyone? This cannot be undone.', 'Delete room')) this.send({ type: 'delete_room' });
     });

@@ -797,6 +797,33 @@ test('an admin locks the room from the menu and makes another member an admin', 
   await enter(cy, 'lock-room', key, 'cy');
 });
 
+test('an admin messages every member privately in one step, each under its own pair key', async () => {
+  const key = 'teacher room key';
+  const teacher = await person();
+  const students = [await person(), await person(), await person()];
+  await createRoom(teacher.page, 'teach-room', key, 'teach-admin-1');
+  await teacher.page.goto(`${base}/r/teach-room#key=${encodeURIComponent(key)}`);
+  await teacher.page.fill('#join-name', 'teacher');
+  await teacher.page.fill('#join-admin', 'teach-admin-1');
+  await teacher.page.click('#panel-join button[type=submit]');
+  await connected(teacher.page);
+  for (const [i, s] of students.entries()) await enter(s, 'teach-room', key, `student${i}`);
+  await teacher.page.locator('#member-list li', { hasText: 'student2' }).waitFor();
+  await teacher.page.click('#broadcast-btn');
+  await teacher.page.fill('#broadcast-text', 'See me after class');
+  await teacher.page.click('#broadcast-send');
+  await messages(teacher.page).getByText('Sent privately to 3 members.').waitFor();
+  for (const s of students) {
+    const conv = s.page.locator('#conv-list .conv[data-conv="teacher"]');
+    await conv.locator('.unread', { hasText: '1' }).waitFor();
+    await conv.click();
+    await messages(s.page).getByText('See me after class').waitFor();
+  }
+  const dms = teacher.frames.filter((f) => f.includes('"type":"dm"') && !f.includes('"from"'));
+  assert.equal(dms.length, 3, 'one sealed DM per member');
+  assert.ok(dms.every((f) => !f.includes('See me after class')), 'sealed, not plain');
+});
+
 test('private conversations have their own place, unread counts and a composer that says where it sends', async () => {
   const key = 'conversation key';
   const [jo, kim, lou] = [await person(), await person(), await person()];
