@@ -189,7 +189,7 @@ export class Room {
       case 'unsent': return this.onUnsent(f);
       case 'members': return this.onMembers(f);
       case 'kicked': return this.end(`You were removed from the room by ${f.by}.`);
-      case 'room_deleted': return this.end(msg.reason === 'expired'
+      case 'room_deleted': return this.end(f.reason === 'expired'
         ? 'The room\'s time is up: it has ended. Nothing said in it remains.'
         : 'The room was deleted by its admin. Nothing said in it remains.');
       case 'error': return this.onError(f);
@@ -292,7 +292,7 @@ export class Room {
         el('span', { class: 'who' }, el('strong', {}, m.name), me ? ' (you)' : '', m.admin ? el('span', { class: 'badge' }, 'admin') : '', me ? '' : this.trust(m.name)),
         !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.openConversation(m.name), 'aria-label': `Private message to ${m.name}` }, 'Message') : '',
         !me && m.pubkey ? el('button', { type: 'button', onclick: () => this.verify(m.name), 'aria-label': `Verify ${m.name}` }, 'Verify') : '',
-        !me && this.admin && !m.admin ? el('button', { type: 'button', onclick: () => this.makeAdmin(m.name), 'aria-label': `Make ${m.name} an admin` }, 'Make admin') : '',
+        !me && this.admin && !m.admin ? el('button', { type: 'button', onclick: () => this.makeAdmin(m.name), 'aria-label': `Make admin ${m.name}` }, 'Make admin') : '',
         !me && this.admin ? el('button', { type: 'button', class: 'danger', onclick: () => this.kick(m.name), 'aria-label': `Remove ${m.name}` }, 'Remove') : '',
       );
     });

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_node, test_config, MongoServer, RedisServer, TestApp};
+use crate::helpers::{spawn_node, spawn_node_with, test_config, MongoServer, RedisServer, TestApp};
 
 /// Two nodes on one store and one Redis, all started for the test.
 async fn two_nodes(db: &str) -> (MongoServer, RedisServer, TestApp, TestApp) {
@@ -615,4 +615,32 @@ async fn a_lock_and_a_new_admin_cover_both_nodes() {
     assert_eq!(notice(&mut ann, "unlock").await["name"], "bo");
     let (_cy, welcome) = a.join(&room, "cy").await;
     assert_eq!(welcome["locked"], false);
+}
+
+/// A room that vanishes when empty stays while a member is in it on any node, and goes once the
+/// last one, on whichever node, has left.
+#[tokio::test]
+async fn a_room_that_vanishes_when_empty_counts_every_node() {
+    let mongo = MongoServer::start();
+    let redis = RedisServer::start();
+    let quick = |c: &mut ephemera::config::Config| {
+        c.empty_room_grace_secs = 1;
+        c.leave_grace_secs = 0;
+    };
+    let a = spawn_node_with(&mongo, &redis, "cluster_vanish", quick).await;
+    let b = spawn_node_with(&mongo, &redis, "cluster_vanish", quick).await;
+    let room = a.room_with(json!({ "lifetime": "empty" })).await;
+    let (ann, _) = a.join(&room, "ann").await;
+    let (bo, _) = b.join(&room, "bo").await;
+    ann.close().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // bo is still in it on B: the room stayed, and A takes a join again.
+    let (cy, _) = a.join(&room, "cy").await;
+    cy.close().await;
+    bo.close().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut late = b.connect(&room.id).await;
+    late.send_json(&json!({ "type": "join", "name": "dee", "auth": room.auth }))
+        .await;
+    late.refused("room_not_found", 4404).await;
 }

@@ -910,11 +910,22 @@ impl Drop for RedisServer {
 
 /// A node of a cluster: MongoDB and Redis shared with its other nodes.
 pub async fn spawn_node(mongo: &MongoServer, redis: &RedisServer, db: &str) -> TestApp {
+    spawn_node_with(mongo, redis, db, |_| {}).await
+}
+
+/// [`spawn_node`] with `tweak` applied to its configuration.
+pub async fn spawn_node_with(
+    mongo: &MongoServer,
+    redis: &RedisServer,
+    db: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let (uri, url, db) = (mongo.uri.clone(), redis.url.clone(), db.to_owned());
     spawn_app_with(move |c| {
         c.mongodb_uri = Some(uri);
         c.mongodb_db = db;
         c.redis_url = Some(url);
+        tweak(c);
     })
     .await
 }

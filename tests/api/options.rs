@@ -160,14 +160,8 @@ async fn a_room_of_fixed_lifetime_ends_on_time() {
 
 /// A room that vanishes when empty: gone once its last member has left and the grace has
 /// passed; a member who comes back within the grace keeps it.
-#[tokio::test]
-async fn a_room_that_vanishes_when_empty_leaves_nothing() {
-    let app = spawn_app_with(|c| {
-        c.empty_room_grace_secs = 1;
-        c.leave_grace_secs = 0;
-    })
-    .await;
-    let (room, created) = create(&app, json!({ "lifetime": "empty" })).await;
+async fn a_room_that_vanishes_when_empty_leaves_nothing(app: &Client) {
+    let (room, created) = create(app, json!({ "lifetime": "empty" })).await;
     assert_eq!(created["options"]["lifetime"], "empty");
 
     let (ann, _) = app.join(&room, "ann").await;
@@ -186,6 +180,65 @@ async fn a_room_that_vanishes_when_empty_leaves_nothing() {
     again.refused("room_not_found", 4404).await;
     let response = app.delete_room(&room.id, ADMIN_PASSWORD).await;
     assert_eq!(response.status(), 404, "its record is gone");
+}
+
+#[tokio::test]
+async fn a_room_that_vanishes_when_empty_leaves_nothing_in_the_embedded_store() {
+    let app = spawn_app_with(|c| {
+        c.empty_room_grace_secs = 1;
+        c.leave_grace_secs = 0;
+    })
+    .await;
+    a_room_that_vanishes_when_empty_leaves_nothing(&app).await;
+}
+
+#[tokio::test]
+async fn a_room_that_vanishes_when_empty_leaves_nothing_in_mongodb() {
+    let mongo = MongoServer::start();
+    let uri = mongo.uri.clone();
+    let app = spawn_app_with(move |c| {
+        c.mongodb_uri = Some(uri);
+        c.mongodb_db = "vanish".into();
+        c.empty_room_grace_secs = 1;
+        c.leave_grace_secs = 0;
+    })
+    .await;
+    a_room_that_vanishes_when_empty_leaves_nothing(&app).await;
+}
+
+/// On MongoDB too a room of fixed lifetime ends on time (its record moved to end in two
+/// seconds through the store, as the embedded test does).
+#[tokio::test]
+async fn a_room_of_fixed_lifetime_ends_on_time_in_mongodb() {
+    let mongo = MongoServer::start();
+    let uri = mongo.uri.clone();
+    let app = spawn_app_with(move |c| {
+        c.mongodb_uri = Some(uri);
+        c.mongodb_db = "fixed".into();
+    })
+    .await;
+    let (room, _) = create(&app, json!({ "lifetime": "1d" })).await;
+    let store = ephemera::credentials::MongoStore::connect(&mongo.uri, "fixed")
+        .await
+        .unwrap();
+    let id = ephemera::domain::RoomId::parse(&room.id).unwrap();
+    let hash = ephemera::credentials::Pepper::new(b"test pepper").room_hash(&id);
+    let mut record = store.get(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        record.options.lifetime,
+        ephemera::credentials::Lifetime::Fixed
+    );
+    record.expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    store.delete(&hash).await.unwrap();
+    store.insert(&record).await.unwrap();
+    let (mut ann, welcome) = app.join(&room, "ann").await;
+    assert_eq!(welcome["options"]["lifetime"], "fixed");
+    let (code, frames) = ann.closed().await;
+    assert_eq!(code, 4410, "{frames:?}");
+    assert!(
+        frames.iter().any(|f| f["reason"] == "expired"),
+        "{frames:?}"
+    );
 }
 
 /// An admin locks the room: nobody new gets in (an admin does, and a member coming back with

@@ -788,7 +788,7 @@ test('an admin locks the room from the menu and makes another member an admin', 
   await cy.page.click('#panel-join button[type=submit]');
   await cy.page.locator('#join-error', { hasText: 'The room is locked' }).waitFor();
 
-  await ann.page.click('#member-list button[aria-label="Make bo an admin"]');
+  await ann.page.click('#member-list button[aria-label="Make admin bo"]');
   await ann.page.click('#confirm-ok');
   await bo.page.locator('#delete-room-btn').waitFor();
   assert.equal(await bo.page.textContent('#lock-btn'), 'Unlock room');
