@@ -141,6 +141,12 @@ pub async fn vanish(state: &AppState, room_id: &RoomId, record: &RoomRecord) {
     if !same || state.hub.live(room_id).is_some() {
         return;
     }
+    // Again inside the turn: a join on another node may have come meanwhile.
+    if let Some(cluster) = &state.cluster {
+        if !matches!(cluster.has_members(&record.id_hash).await, Ok(false)) {
+            return;
+        }
+    }
     match delete_room(state, room_id, Some(turn)).await {
         Ok(()) => {
             let listed_id = record.listed.then_some(room_id);

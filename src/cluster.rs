@@ -62,8 +62,9 @@ return seq
 /// the keyed digest of the holder's token). The answer: `mine` (a member of the caller's node
 /// holds it: the room there decides), `moved` (another node's member, and the caller shows its
 /// token: the name moves to the caller), `taken` (a member of a live node holds it), `full`
-/// (`ARGV[4]` members already, 0 for no cap) or `new`. A name held by a node whose heartbeat key
-/// is gone is free.
+/// (`ARGV[4]` members already, 0 for no cap), `locked` (an admin locked the room, `KEYS[2]`, and
+/// this is a new member who is no admin, `ARGV[8]`) or `new`. A name held by a node whose
+/// heartbeat key is gone is free.
 const CLAIM: &str = r"
 local held = redis.call('HGET', KEYS[1], ARGV[1])
 local owner, session
@@ -80,6 +81,9 @@ if owner and redis.call('EXISTS', ARGV[6] .. owner) == 1 then
     return 'taken'
   end
   answer = 'moved'
+end
+if answer == 'new' and ARGV[8] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'locked'
 end
 local max = tonumber(ARGV[4])
 if not held and max > 0 and redis.call('HLEN', KEYS[1]) >= max then
@@ -242,9 +246,6 @@ pub enum Event<'a> {
         node: u64,
         #[serde(borrow)]
         members: Vec<Peer<'a>>,
-        /// Whether the room is locked, as that node has it.
-        #[serde(default)]
-        locked: bool,
     },
     /// An admin on `node` locked or unlocked the room.
     Locked {
@@ -325,10 +326,17 @@ pub enum Claim {
     Mine,
     Taken,
     Full,
+    /// The room is locked, and the join is a new member's who is no admin.
+    Locked,
 }
 
 /// Work for Redis that must go out in the order it was asked for, from code that cannot wait.
 enum Outgoing {
+    /// An admin locked (or unlocked) the room: the claim script refuses new members meanwhile.
+    Lock {
+        tag: String,
+        locked: bool,
+    },
     Publish {
         channel: String,
         payload: String,
@@ -544,10 +552,12 @@ impl Cluster {
         token: &SessionToken,
         session: Option<&SessionToken>,
         max: usize,
+        admin: bool,
     ) -> Result<Claim, ClusterError> {
         let answer = self
             .claim
             .key(names_key(tag))
+            .key(lock_key(tag))
             .arg(self.pepper.name_tag(tag, name.key()))
             .arg(self.node)
             .arg(self.pepper.session_tag(&token.encode()))
@@ -555,6 +565,7 @@ impl Cluster {
             .arg(NAMES_TTL_SECS)
             .arg(NODE_PREFIX)
             .arg(session.map_or_else(String::new, |s| self.pepper.session_tag(&s.encode())))
+            .arg(if admin { "1" } else { "0" })
             .invoke_async::<String>(&mut self.commands())
             .await;
         Ok(match self.checked(answer)?.as_str() {
@@ -562,6 +573,7 @@ impl Cluster {
             "moved" => Claim::Moved,
             "taken" => Claim::Taken,
             "full" => Claim::Full,
+            "locked" => Claim::Locked,
             _ => Claim::New,
         })
     }
@@ -588,6 +600,15 @@ impl Cluster {
             Ok(_) => Ok(()),
             Err(_) => Err(ErrorCode::ClusterUnavailable.into()),
         }
+    }
+
+    /// An admin here locked or unlocked the room `tag`: every node's claims see it, after what
+    /// was posted before.
+    pub fn set_lock(&self, tag: &str, locked: bool) {
+        let _ = self.outgoing.send(Outgoing::Lock {
+            tag: tag.to_owned(),
+            locked,
+        });
     }
 
     /// Counts a failed join into the room `tag` for the whole cluster.
@@ -719,13 +740,15 @@ impl Cluster {
                 pipe.invoke_script(
                     self.claim
                         .key(names_key(tag))
+                        .key(lock_key(tag))
                         .arg(&field)
                         .arg(self.node)
                         .arg(&session)
                         .arg(0)
                         .arg(NAMES_TTL_SECS)
                         .arg(NODE_PREFIX)
-                        .arg(&session),
+                        .arg(&session)
+                        .arg("1"),
                 )
                 .invoke_script(
                     release
@@ -805,6 +828,8 @@ impl Cluster {
             .del(names_key(tag))
             .ignore()
             .del(seq_key(tag))
+            .ignore()
+            .del(lock_key(tag))
             .ignore()
             .publish(CONTROL, control)
             .ignore()
@@ -898,6 +923,18 @@ impl Cluster {
                 self.apply(&room, &text);
             }
             self.post(tag, &Event::Hello { node: self.node });
+            // The room may be locked: its copy here says so to whoever joins here.
+            let (mut commands, key) = (self.commands(), lock_key(tag));
+            let room = Arc::downgrade(&room);
+            tokio::spawn(async move {
+                let locked = redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<bool>(&mut commands)
+                    .await;
+                if let (Ok(true), Some(room)) = (locked, room.upgrade()) {
+                    room.locked_elsewhere();
+                }
+            });
         }
     }
 
@@ -1125,6 +1162,8 @@ async fn watch(cluster: Weak<Cluster>) {
         if tick.is_multiple_of(RENEW_NAMES_EVERY) {
             for room in cluster.rooms.iter() {
                 beat.expire(names_key(room.key()), NAMES_TTL_SECS as i64)
+                    .ignore()
+                    .expire(lock_key(room.key()), NAMES_TTL_SECS as i64)
                     .ignore();
             }
         }
@@ -1175,7 +1214,10 @@ async fn send_out(cluster: Weak<Cluster>, mut work: mpsc::UnboundedReceiver<Outg
             return;
         };
         let mut pipe = redis::pipe();
-        if batch.iter().any(|j| !matches!(j, Outgoing::Publish { .. })) {
+        if batch
+            .iter()
+            .any(|j| !matches!(j, Outgoing::Publish { .. } | Outgoing::Lock { .. }))
+        {
             pipe.load_script(&release)
                 .ignore()
                 .load_script(&count_failure)
@@ -1185,6 +1227,10 @@ async fn send_out(cluster: Weak<Cluster>, mut work: mpsc::UnboundedReceiver<Outg
         for job in batch.drain(..) {
             match job {
                 Outgoing::Publish { channel, payload } => pipe.publish(channel, payload),
+                Outgoing::Lock { tag, locked: true } => {
+                    pipe.set_ex(lock_key(&tag), 1, NAMES_TTL_SECS)
+                }
+                Outgoing::Lock { tag, locked: false } => pipe.del(lock_key(&tag)),
                 Outgoing::Failure { tag } => pipe.invoke_script(
                     count_failure
                         .key(failures_key(&tag))
@@ -1233,6 +1279,10 @@ fn failures_key(tag: &str) -> String {
 
 fn names_key(tag: &str) -> String {
     format!("eph:names:{tag}")
+}
+
+fn lock_key(tag: &str) -> String {
+    format!("eph:lock:{tag}")
 }
 
 fn encode_control(control: &Control) -> String {

@@ -827,12 +827,14 @@ async fn enter_cluster(
             &entry.token,
             entry.session.as_ref(),
             proven.record().member_cap(state.hub.limits().max_members),
+            entry.admin,
         )
         .await
         .map_err(unavailable)?;
     match claim {
         Claim::Taken => Err(ErrorCode::NameTaken.into()),
         Claim::Full => Err(ErrorCode::RoomFull.into()),
+        Claim::Locked => Err(ErrorCode::RoomLocked.into()),
         Claim::New | Claim::Moved | Claim::Mine => {
             // A retry's claim answers `mine` for what the first one took.
             entry.claimed |= claim != Claim::Mine;

@@ -262,18 +262,29 @@ impl Application {
             let state = state.clone();
             tokio::spawn(async move {
                 let stopping = state.stopping.clone();
+                // Each emptying of a room counts; only the latest one's grace may end it, so a
+                // member who comes and goes again gets the whole grace after it.
+                let emptied: Arc<dashmap::DashMap<String, u64>> = Arc::default();
                 while let Some(Some((id, record))) =
                     stopping.run_until_cancelled(emptied_rooms.recv()).await
                 {
-                    let state = state.clone();
+                    let generation = {
+                        let mut count = emptied.entry(record.id_hash.clone()).or_default();
+                        *count += 1;
+                        *count
+                    };
+                    let (state, emptied) = (state.clone(), emptied.clone());
                     tokio::spawn(async move {
                         let grace = Duration::from_secs(state.config.empty_room_grace_secs);
                         let stopping = state.stopping.clone();
-                        if stopping
+                        let waited = stopping
                             .run_until_cancelled(tokio::time::sleep(grace))
                             .await
-                            .is_some()
-                        {
+                            .is_some();
+                        let latest = emptied
+                            .remove_if(&record.id_hash, |_, count| *count == generation)
+                            .is_some();
+                        if waited && latest {
                             crate::access::vanish(&state, &id, &record).await;
                         }
                     });

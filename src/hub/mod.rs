@@ -270,13 +270,14 @@ impl Hub {
 fn end_at_expiry(room: &Arc<Room>) {
     let left = room.record.expires_at - time::OffsetDateTime::now_utc();
     let wait = Duration::try_from(left).unwrap_or_default();
-    let room = Arc::downgrade(room);
-    tokio::spawn(async move {
+    let weak = Arc::downgrade(room);
+    let timer = tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        if let Some(room) = room.upgrade() {
+        if let Some(room) = weak.upgrade() {
             room.expire();
         }
     });
+    room.hold_timer(timer.abort_handle());
 }
 
 #[cfg(test)]

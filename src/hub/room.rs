@@ -408,10 +408,26 @@ pub struct Room {
     /// When the store's expiry was last pushed forward; see [`Room::due_for_extension`]. Held
     /// for a comparison, by joins only.
     extended: Mutex<Option<Instant>>,
+    /// The timer that ends a room of fixed lifetime, stopped when this copy of the room goes:
+    /// a room that goes live again and again must not leave a sleeping task each time.
+    timer: Mutex<Option<tokio::task::AbortHandle>>,
     /// Members, `seq` and the unsend memory: held by one operation at a time (a relay, a join,
     /// a leave), never across an `.await`; a relay holds it while it pushes to every member's
     /// queue, so the room's frames reach everyone in one order. Taken before the hub's map.
     state: Mutex<RoomState>,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if let Some(timer) = self
+            .timer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            timer.abort();
+        }
+    }
 }
 
 impl Room {
@@ -432,6 +448,7 @@ impl Room {
             presence,
             registry,
             extended: Mutex::new(None),
+            timer: Mutex::new(None),
             state: Mutex::new(RoomState {
                 unsend_allowed,
                 locked: false,
@@ -537,7 +554,8 @@ impl Room {
                 replaced.close(ErrorCode::SessionReplaced.close_code(), "session replaced");
                 old.conn = entry.conn;
                 old.name = entry.name.clone();
-                old.admin = entry.admin;
+                // An admin made by hand-over stays one when it comes back.
+                old.admin |= entry.admin;
                 old.pubkey = entry.pubkey.clone();
                 old.token = token.clone();
                 old.away = false;
@@ -666,6 +684,7 @@ impl Room {
         let by_name = admin.name.as_ref().to_owned();
         self.lock_here(&mut state, locked, &by_name);
         if let Some(cluster) = self.cluster() {
+            cluster.set_lock(&self.record.id_hash, locked);
             self.tell_others(&Event::Locked {
                 node: cluster.node(),
                 locked,
@@ -673,6 +692,11 @@ impl Room {
             });
         }
         Ok(())
+    }
+
+    /// The room was locked before it went live here (the cluster keeps the lock).
+    pub fn locked_elsewhere(&self) {
+        self.lock().locked = true;
     }
 
     pub(super) fn lock_here(self: &Arc<Self>, state: &mut RoomState, locked: bool, by: &str) {
@@ -751,6 +775,10 @@ impl Room {
     /// Tears the room down: every member gets `room_deleted` and close 4410 at once.
     pub(super) fn delete(&self) {
         self.end(None);
+    }
+
+    pub(super) fn hold_timer(&self, timer: tokio::task::AbortHandle) {
+        *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = Some(timer);
     }
 
     /// The room's fixed lifetime ran out: torn down as a deletion is, and said so.

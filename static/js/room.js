@@ -745,6 +745,11 @@ export class Room {
       this.pendingSends.delete(f.txn);
       return;
     }
+    // A send refused for good (its partner left, say): whoever waits for its echo stops waiting.
+    if (f.txn && this.pendingSends.has(f.txn)) {
+      this.pendingSends.get(f.txn)({ error: f.code });
+      this.pendingSends.delete(f.txn);
+    }
     if (['bad_request', 'forbidden', 'no_such_member', 'no_such_message', 'rate_limited', 'store_unavailable'].includes(f.code)) {
       this.notice(f.message);
     }
@@ -832,11 +837,20 @@ export class Room {
    */
   async messageEach(text) {
     const others = [...this.members.values()].filter((m) => m.name !== this.name);
-    const reachable = others.filter((m) => m.pubkey);
-    for (const m of reachable) await this.sendSealed({ from: this.name, kind: 'text', text }, m.name);
     const missed = others.filter((m) => !m.pubkey).map((m) => m.name);
-    this.notice(`Sent privately to ${reachable.length} ${reachable.length === 1 ? 'member' : 'members'}.`
-      + (missed.length ? ` Not to ${missed.join(', ')}: no private key.` : ''));
+    let sent = 0;
+    for (const m of others.filter((o) => o.pubkey)) {
+      // A member who left meanwhile (or whose key will not do) is named, not fatal to the rest.
+      try {
+        const result = await this.sendSealed({ from: this.name, kind: 'text', text }, m.name);
+        if (result?.timeout || result?.error) missed.push(m.name);
+        else sent += 1;
+      } catch {
+        missed.push(m.name);
+      }
+    }
+    this.notice(`Sent privately to ${sent} ${sent === 1 ? 'member' : 'members'}.`
+      + (missed.length ? ` Not to ${missed.join(', ')}.` : ''));
   }
 
   async sendFile(file, to = this.dmTo) {

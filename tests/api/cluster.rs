@@ -589,13 +589,31 @@ async fn notice(ws: &mut crate::helpers::Ws, event: &str) -> serde_json::Value {
     }
 }
 
-/// A lock said on one node holds on every node; an admin on one node makes a member of the
-/// other an admin, who can then unlock the room from there.
+/// A lock said on one node holds on every node, a node where the room is not live yet included
+/// (the lock is in Redis, where every node's claims see it); an admin on one node makes a member
+/// of the other an admin, who can then unlock the room from there.
 #[tokio::test]
 async fn a_lock_and_a_new_admin_cover_both_nodes() {
     let (_mongo, _redis, a, b) = two_nodes("cluster_lock").await;
     let room = a.room().await;
     let (mut ann, _) = a.join_admin(&room, "ann").await;
+    ann.send_json(&json!({ "type": "lock" })).await;
+    notice(&mut ann, "lock").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut early = b.connect(&room.id).await;
+    early
+        .send_json(&json!({ "type": "join", "name": "eve", "auth": room.auth }))
+        .await;
+    early.refused("room_locked", 4423).await;
+    let (_dee, _) = b
+        .join_with(
+            &room,
+            json!({ "name": "dee", "admin_password": crate::helpers::ADMIN_PASSWORD }),
+        )
+        .await;
+    ann.send_json(&json!({ "type": "unlock" })).await;
+    notice(&mut ann, "unlock").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut bo, _) = b.join(&room, "bo").await;
     ann.send_json(&json!({ "type": "lock" })).await;
     assert_eq!(notice(&mut bo, "lock").await["name"], "ann");
@@ -613,6 +631,7 @@ async fn a_lock_and_a_new_admin_cover_both_nodes() {
     }
     bo.send_json(&json!({ "type": "unlock" })).await;
     assert_eq!(notice(&mut ann, "unlock").await["name"], "bo");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (_cy, welcome) = a.join(&room, "cy").await;
     assert_eq!(welcome["locked"], false);
 }

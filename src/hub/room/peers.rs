@@ -189,14 +189,7 @@ impl Room {
                 self.tell_others(&Self::roster(&state, me));
             }
             Event::Hello { .. } => {}
-            Event::Roster {
-                node,
-                members,
-                locked,
-            } => {
-                state.locked = *locked;
-                self.take_roster(&mut state, *node, members);
-            }
+            Event::Roster { node, members } => self.take_roster(&mut state, *node, members),
             Event::Locked { locked, by, .. } => self.lock_here(&mut state, *locked, by),
             Event::Promote { node, name, by } => {
                 if *node == me {
@@ -230,11 +223,7 @@ impl Room {
     /// This node's members, for the others.
     fn roster(state: &RoomState, me: u64) -> Event<'_> {
         let members = state.members.iter().map(Member::peer).collect();
-        Event::Roster {
-            node: me,
-            members,
-            locked: state.locked,
-        }
+        Event::Roster { node: me, members }
     }
 
     /// Tells the other nodes who is here (after an outage, when they may have dropped them or
