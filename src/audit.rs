@@ -71,12 +71,11 @@ pub enum DeletedBy {
     Emptied,
 }
 
-/// What a rate limit held back.
+/// What a rate limit held back (a join refused for its rate is a `join_refused` line).
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Limited {
     Creates,
-    Joins,
     Messages,
 }
 
