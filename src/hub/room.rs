@@ -191,6 +191,14 @@ impl RoomState {
         self.members.len() + self.remote.len()
     }
 
+    /// The name of the member on `by`, if it is an admin: what only admins may do asks this.
+    fn admin_name(&self, by: ConnId) -> Result<String, ErrorCode> {
+        match self.member(by) {
+            Some(member) if member.admin => Ok(member.name.as_ref().to_owned()),
+            _ => Err(ErrorCode::Forbidden),
+        }
+    }
+
     fn slot(&self, name: &str) -> Option<Slot> {
         let key = MemberName::parse(name).ok()?;
         self.by_name.get(key.key()).copied()
@@ -654,11 +662,7 @@ impl Room {
     /// the bot, with no separate `leave`.
     pub fn kick(self: &Arc<Self>, by: ConnId, target: &str) -> Result<(), ErrorCode> {
         let mut state = self.lock();
-        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
-        if !admin.admin {
-            return Err(ErrorCode::Forbidden);
-        }
-        let by_name = admin.name.as_ref().to_owned();
+        let by_name = state.admin_name(by)?;
         match state.slot(target).ok_or(ErrorCode::NoSuchMember)? {
             Slot::Local(index) => self.remove_kicked(&mut state, index, &by_name),
             // The target's node carries it out, and tells every node.
@@ -677,11 +681,7 @@ impl Room {
     /// `lock` and `unlock`: admins only. Every member (on every node) hears it from the bot.
     pub fn set_locked(self: &Arc<Self>, by: ConnId, locked: bool) -> Result<(), ErrorCode> {
         let mut state = self.lock();
-        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
-        if !admin.admin {
-            return Err(ErrorCode::Forbidden);
-        }
-        let by_name = admin.name.as_ref().to_owned();
+        let by_name = state.admin_name(by)?;
         self.lock_here(&mut state, locked, &by_name);
         if let Some(cluster) = self.cluster() {
             cluster.set_lock(&self.record.id_hash, locked);
@@ -710,11 +710,7 @@ impl Room {
     /// member (on every node) hears it from the bot.
     pub fn make_admin(self: &Arc<Self>, by: ConnId, target: &str) -> Result<(), ErrorCode> {
         let mut state = self.lock();
-        let admin = state.member(by).ok_or(ErrorCode::Forbidden)?;
-        if !admin.admin {
-            return Err(ErrorCode::Forbidden);
-        }
-        let by_name = admin.name.as_ref().to_owned();
+        let by_name = state.admin_name(by)?;
         match state.slot(target).ok_or(ErrorCode::NoSuchMember)? {
             Slot::Local(index) => self.promote_local(&mut state, index, &by_name),
             Slot::Remote(index) => {
