@@ -562,8 +562,10 @@ impl Room {
                 replaced.close(ErrorCode::SessionReplaced.close_code(), "session replaced");
                 old.conn = entry.conn;
                 old.name = entry.name.clone();
-                // An admin made by hand-over stays one when it comes back.
-                old.admin |= entry.admin;
+                // Admin status needs the admin password again: a session token alone (which a
+                // reload keeps, and a thief could take) never makes an admin, and an admin made
+                // by hand-over is one for this connection only.
+                old.admin = entry.admin;
                 old.pubkey = entry.pubkey.clone();
                 old.token = token.clone();
                 old.away = false;
